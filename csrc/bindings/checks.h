@@ -1,0 +1,54 @@
+// Argument checking shared by every device's binding: one helper, so every op
+// reports bad input the same way, naming the argument and what was expected.
+#pragma once
+
+#include <ATen/ATen.h>
+#include <c10/util/Exception.h>
+
+#include <optional>
+#include <string>
+
+#include "../kernels/params.h"
+
+namespace structinf {
+
+// The energy tuple of one call, made contiguous and validated.
+struct CheckedEnergy {
+  at::Tensor emissions, transitions, start, end, lengths;
+  std::optional<at::Tensor> allowed;
+  int64_t B = 0, T = 0, L = 0;
+};
+
+// Validates (emissions (B,T,L), transitions (L,L), start (L,), end (L,),
+// lengths (B,) integer, allowed (L,L) bool or none) for op `op`:
+// ranks, sizes, dtypes (float32 / float64 on the CPU, plus float16 /
+// bfloat16 on CUDA), one device for all, 1 <= lengths[b] <= T.
+// Raises ValueError / TypeError naming the argument.
+CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
+                           const at::Tensor& transitions, const at::Tensor& start,
+                           const at::Tensor& end, const at::Tensor& lengths,
+                           const std::optional<at::Tensor>& allowed);
+
+// Checks that `t` has exactly `sizes`, the dtype and the device of `like`.
+void check_like(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef sizes,
+                const at::Tensor& like);
+
+// Turns a kernel status into an exception naming the argument.
+void raise_status(const char* op, Status status);
+
+template <typename T>
+EnergyView<T> energy_view(const CheckedEnergy& c) {
+  EnergyView<T> v;
+  v.B = c.B;
+  v.T = c.T;
+  v.L = c.L;
+  v.emissions = c.emissions.data_ptr<T>();
+  v.transitions = c.transitions.data_ptr<T>();
+  v.start = c.start.data_ptr<T>();
+  v.end = c.end.data_ptr<T>();
+  v.lengths = c.lengths.data_ptr<int64_t>();
+  v.allowed = c.allowed.has_value() ? c.allowed->data_ptr<bool>() : nullptr;
+  return v;
+}
+
+}  // namespace structinf

@@ -1,0 +1,154 @@
+// CPU implementations of the structinf ops: check, fill a params struct, run
+// the torch-free kernel with at::parallel_for as its thread pool.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <tuple>
+
+#include "../kernels/cpu/api.h"
+#include "checks.h"
+
+namespace structinf {
+namespace {
+
+cpu::Exec torch_exec() {
+  cpu::Exec exec;
+  exec.parallel_for = [](int64_t n, int64_t grain,
+                         const std::function<void(int64_t, int64_t)>& body) {
+    at::parallel_for(0, n, grain, body);
+  };
+  exec.num_threads = at::get_num_threads();
+  return exec;
+}
+
+void check_cpu(const char* op, const at::Tensor& emissions) {
+  TORCH_CHECK_TYPE(emissions.scalar_type() == at::kFloat || emissions.scalar_type() == at::kDouble,
+                   "structinf.", op, ": argument 'emissions' must be float32 or float64 on the CPU,"
+                   " got ", emissions.scalar_type());
+}
+
+std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions,
+                                               const at::Tensor& transitions,
+                                               const at::Tensor& start, const at::Tensor& end,
+                                               const at::Tensor& lengths, int64_t k,
+                                               const std::optional<at::Tensor>& allowed) {
+  const CheckedEnergy c =
+      check_energy("viterbi", emissions, transitions, start, end, lengths, allowed);
+  check_cpu("viterbi", emissions);
+  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", k);
+  at::Tensor paths = at::empty({c.B, k, c.T}, emissions.options().dtype(at::kLong));
+  at::Tensor scores = at::empty({c.B, k}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_viterbi", [&] {
+    ViterbiParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(c);
+    p.k = k;
+    p.paths = paths.data_ptr<int64_t>();
+    p.scores = scores.data_ptr<scalar_t>();
+    raise_status("viterbi", cpu::viterbi(p, torch_exec()));
+  });
+  return {paths, scores};
+}
+
+std::tuple<at::Tensor, at::Tensor> crf_forward_backward_cpu(
+    const at::Tensor& emissions, const at::Tensor& transitions, const at::Tensor& start,
+    const at::Tensor& end, const at::Tensor& lengths, const std::optional<at::Tensor>& allowed) {
+  const char* op = "crf_forward_backward";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
+  check_cpu(op, emissions);
+  at::Tensor log_z = at::empty({c.B}, emissions.options());
+  // Padding positions are never written: zero them so the tensor is defined.
+  at::Tensor log_alpha = at::zeros({c.B, c.T, c.L}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_crf_forward", [&] {
+    CrfForwardParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(c);
+    p.log_z = log_z.data_ptr<scalar_t>();
+    p.log_alpha = log_alpha.data_ptr<scalar_t>();
+    raise_status(op, cpu::crf_forward(p, torch_exec()));
+  });
+  return {log_z, log_alpha};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_backward_cpu(
+    const at::Tensor& grad_log_z, const at::Tensor& emissions, const at::Tensor& transitions,
+    const at::Tensor& start, const at::Tensor& end, const at::Tensor& lengths,
+    const std::optional<at::Tensor>& allowed, const at::Tensor& log_z,
+    const at::Tensor& log_alpha) {
+  const char* op = "crf_forward_backward_backward";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
+  check_cpu(op, emissions);
+  check_like(op, "grad_log_z", grad_log_z, {c.B}, emissions);
+  check_like(op, "log_z", log_z, {c.B}, emissions);
+  check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, emissions);
+  const at::Tensor g = grad_log_z.contiguous(), lz = log_z.contiguous(),
+                   la = log_alpha.contiguous();
+  at::Tensor grad_emissions = at::empty({c.B, c.T, c.L}, emissions.options());
+  at::Tensor grad_transitions = at::empty({c.L, c.L}, emissions.options());
+  at::Tensor grad_start = at::empty({c.L}, emissions.options());
+  at::Tensor grad_end = at::empty({c.L}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_crf_backward", [&] {
+    CrfBackwardParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(c);
+    p.grad_log_z = g.data_ptr<scalar_t>();
+    p.log_z = lz.data_ptr<scalar_t>();
+    p.log_alpha = la.data_ptr<scalar_t>();
+    p.grad_emissions = grad_emissions.data_ptr<scalar_t>();
+    p.grad_transitions = grad_transitions.data_ptr<scalar_t>();
+    p.grad_start = grad_start.data_ptr<scalar_t>();
+    p.grad_end = grad_end.data_ptr<scalar_t>();
+    raise_status(op, cpu::crf_backward(p, torch_exec()));
+  });
+  return {grad_emissions, grad_transitions, grad_start, grad_end};
+}
+
+at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
+                                   const at::Tensor& emissions, const at::Tensor& transitions,
+                                   const at::Tensor& start, const at::Tensor& end,
+                                   const at::Tensor& lengths, const at::Tensor& lr,
+                                   double momentum) {
+  const char* op = "relaxed_energy_step_";
+  const CheckedEnergy c =
+      check_energy(op, emissions, transitions, start, end, lengths, std::nullopt);
+  check_cpu(op, emissions);
+  check_like(op, "logits", logits, {c.B, c.T, c.L}, emissions);
+  check_like(op, "velocity", velocity, {c.B, c.T, c.L}, emissions);
+  TORCH_CHECK_VALUE(lr.dim() == 1 && lr.size(0) == c.B, "structinf.", op,
+                    ": argument 'lr' must have shape (B,) = (", c.B, ",), got ", lr.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(lr.scalar_type()), "structinf.", op,
+                   ": argument 'lr' must be a floating tensor, got ", lr.scalar_type());
+  TORCH_CHECK_VALUE(lr.device() == emissions.device(), "structinf.", op, ": argument 'lr' is on ",
+                    lr.device(), " but emissions is on ", emissions.device());
+  TORCH_CHECK_VALUE(std::isfinite(momentum), "structinf.", op,
+                    ": argument 'momentum' must be finite, got ", momentum);
+  TORCH_CHECK_VALUE(!logits.is_same(velocity) && !logits.is_alias_of(velocity), "structinf.", op,
+                    ": arguments 'logits' and 'velocity' must not share memory");
+  // Work on contiguous tensors; copy back only if the caller's were not.
+  at::Tensor z = logits.contiguous(), v = velocity.contiguous();
+  const at::Tensor lr_c = lr.to(emissions.scalar_type()).contiguous();
+  at::Tensor energy = at::empty({c.B}, emissions.options());
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_relaxed_step", [&] {
+    RelaxedStepParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(c);
+    p.logits = z.data_ptr<scalar_t>();
+    p.velocity = v.data_ptr<scalar_t>();
+    p.lr = lr_c.data_ptr<scalar_t>();
+    p.momentum = static_cast<scalar_t>(momentum);
+    p.energy_out = energy.data_ptr<scalar_t>();
+    const Status s = cpu::relaxed_energy_step(p, torch_exec());
+    if (!z.is_same(logits)) logits.copy_(z);
+    if (!v.is_same(velocity)) velocity.copy_(v);
+    raise_status(op, s);
+  });
+  return energy;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(structinf, CPU, m) {
+  m.impl("viterbi", &viterbi_cpu);
+  m.impl("crf_forward_backward", &crf_forward_backward_cpu);
+  m.impl("crf_forward_backward_backward", &crf_forward_backward_backward_cpu);
+  m.impl("relaxed_energy_step_", &relaxed_energy_step_cpu);
+}
+
+}  // namespace structinf

@@ -1,0 +1,343 @@
+// CRF forward-backward on the CPU: log Z and its gradients (the marginals).
+//
+// Values are stored in log space (log alpha, log beta), as in the textbook
+// algorithm, so nothing overflows at any length or score scale. Each step's
+// log-sum-exp over predecessors is evaluated as a matrix product of
+// exponentials, which runs on the FMA units instead of L^2 exponentials:
+//
+//   alpha_t(j) = m + c_j + log S_j + e_t(j),
+//   S_j = sum_i exp(alpha_{t-1}(i) - m) * exp(W(i, j) - c_j),
+//   m = max_i alpha_{t-1}(i),  c_j = max_i W(i, j).
+//
+// Every factor is <= 1, so S_j cannot overflow, and when S_j >= kScaleFloor
+// the terms that underflowed carry a relative weight below L * 2^-126 /
+// kScaleFloor (about 1e-14 in float32): S_j, hence alpha_t(j), is accurate to
+// rounding. When S_j < kScaleFloor (a label reachable only through paths far
+// below the best one, or forbidden transitions) that entry is recomputed by
+// an exact log-sum-exp. The result is the log-space algorithm's answer, at
+// the cost of a matrix product. The backward pass runs the same scheme on
+// beta (with row maxima) and accumulates the pairwise marginals of the
+// transition scores as one more matrix product (A^T W over (b, t) pairs).
+#pragma once
+
+#include <atomic>
+#include <cmath>
+
+#include "common.h"
+#include "gemm.h"
+
+namespace structinf {
+namespace cpu {
+namespace SI_ISA_NS {
+
+template <typename T>
+struct ScaleFloor;
+template <>
+struct ScaleFloor<float> {
+  static constexpr float value = 0x1p-80f;
+};
+template <>
+struct ScaleFloor<double> {
+  static constexpr double value = 0x1p-600;
+};
+
+template <typename T>
+struct CrfPrep {
+  int64_t L = 0, ld = 0;
+  Buffer<T> wm;    // (L, L) transitions with -inf where forbidden
+  Buffer<T> wmt;   // (L, L) its transpose
+  Buffer<T> cmax;  // (ld) column maxima of wm (0 in padding)
+  Buffer<T> ec;    // (L, ld) exp(wm(i, j) - cmax[j]); 0 in padding and empty columns
+  Buffer<T> rmax;  // (ld) row maxima of wm (backward only)
+  Buffer<T> ert;   // (L, ld) ert[j * ld + i] = exp(wm(i, j) - rmax[i]) (backward only)
+};
+
+template <typename T>
+CrfPrep<T> crf_prepare(const EnergyView<T>& e, bool for_backward) {
+  CrfPrep<T> pr;
+  const int64_t L = e.L, ld = round_up(L, kLanes<T>);
+  pr.L = L;
+  pr.ld = ld;
+  pr.wm.resize(L * L);
+  pr.wmt.resize(L * L);
+  masked_transitions(e, pr.wm.data());
+  for (int64_t i = 0; i < L; ++i)
+    for (int64_t j = 0; j < L; ++j) pr.wmt[j * L + i] = pr.wm[i * L + j];
+  pr.cmax.resize(ld);
+  pr.cmax.fill(T(0), ld);
+  pr.ec.resize(L * ld);
+  pr.ec.fill(T(0), L * ld);
+  for (int64_t j = 0; j < L; ++j) {
+    const T c = row_max(pr.wmt.data() + j * L, L);
+    pr.cmax[j] = c;
+    if (c == -kInf<T>) continue;
+    for (int64_t i = 0; i < L; ++i) pr.ec[i * ld + j] = sexp(pr.wm[i * L + j] - c);
+  }
+  if (for_backward) {
+    pr.rmax.resize(ld);
+    pr.rmax.fill(T(0), ld);
+    pr.ert.resize(L * ld);
+    pr.ert.fill(T(0), L * ld);
+    for (int64_t i = 0; i < L; ++i) {
+      const T c = row_max(pr.wm.data() + i * L, L);
+      pr.rmax[i] = c;
+      if (c == -kInf<T>) continue;
+      for (int64_t j = 0; j < L; ++j) pr.ert[j * ld + i] = sexp(pr.wm[i * L + j] - c);
+    }
+  }
+  return pr;
+}
+
+template <typename T>
+void crf_forward_chunk(const CrfForwardParams<T>& p, const CrfPrep<T>& pr, int64_t b0, int64_t b1,
+                       std::atomic<bool>& bad_seen) {
+  constexpr int64_t kRowBlock = 32;
+  const EnergyView<T>& e = p.energy;
+  const int64_t L = e.L, T_ = e.T, ld = pr.ld;
+  const T floor = ScaleFloor<T>::value;
+  const std::vector<int64_t> order = order_by_length(e.lengths, b0, b1);
+  const int64_t n_rows = b1 - b0;
+  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), shift(kRowBlock), tmp(L);
+  bool bad = false;
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowBlock) {
+    const int64_t R = std::min(kRowBlock, n_rows - r0);
+    const int64_t* rows = order.data() + r0;
+    const int64_t t_max = e.lengths[rows[0]];
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = rows[r];
+      const T* em = e.emissions + b * T_ * L;
+      T* la = p.log_alpha + b * T_ * L;
+      for (int64_t j = 0; j < L; ++j) la[j] = e.start[j] + em[j];
+      bad |= bad_scores(em, L);
+    }
+    for (int64_t t = 1; t < t_max; ++t) {
+      const int64_t na = active_prefix(e.lengths, rows, R, t);
+      for (int64_t r = 0; r < na; ++r) {
+        const T* prev = p.log_alpha + (rows[r] * T_ + t - 1) * L;
+        shift[r] = row_max(prev, L);
+        exp_shifted(prev, L, shift[r], A.data() + r * ld, ld);
+      }
+      gemm<T, Semiring::kSum>(na, ld, L, A.data(), ld, 1, pr.ec.data(), ld, S.data(), ld, false);
+      for (int64_t r = 0; r < na; ++r) {
+        const int64_t off = (rows[r] * T_ + t) * L;
+        const T* em = e.emissions + off;
+        const T* prev = p.log_alpha + off - L;
+        T* cur = p.log_alpha + off;
+        bad |= bad_scores(em, L);
+        if (shift[r] == -kInf<T>) {  // no labeling of finite score reaches t
+          std::fill(cur, cur + L, -kInf<T>);
+          continue;
+        }
+        const T* s = S.data() + r * ld;
+        log_combine(s, pr.cmax.data(), shift[r], em, L, cur);
+        for (int64_t j = 0; j < L; ++j) {
+          if (s[j] >= floor) continue;
+          const T* col = pr.wmt.data() + j * L;
+          for (int64_t i = 0; i < L; ++i) tmp[i] = prev[i] + col[i];
+          cur[j] = log_sum_exp(tmp.data(), L) + em[j];
+        }
+      }
+    }
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = rows[r], n = e.lengths[b];
+      const T* la = p.log_alpha + (b * T_ + n - 1) * L;
+      for (int64_t j = 0; j < L; ++j) tmp[j] = la[j] + e.end[j];
+      p.log_z[b] = log_sum_exp(tmp.data(), L);
+    }
+  }
+  if (bad) bad_seen.store(true, std::memory_order_relaxed);
+}
+
+template <typename T>
+Status crf_check_scores(const EnergyView<T>& e) {
+  // -inf is a legitimate "forbidden" score; NaN and +inf are not.
+  if (bad_scores(e.transitions, e.L * e.L)) return Status::kNanTransitions;
+  if (bad_scores(e.start, e.L)) return Status::kNanStart;
+  if (bad_scores(e.end, e.L)) return Status::kNanEnd;
+  return Status::kOk;
+}
+
+template <typename T>
+Status crf_forward_impl(const CrfForwardParams<T>& p, const Exec& exec) {
+  const EnergyView<T>& e = p.energy;
+  if (e.B == 0 || e.T == 0) return Status::kOk;
+  const Status s = crf_check_scores(e);
+  if (s != Status::kOk) return s;
+  const CrfPrep<T> pr = crf_prepare(e, false);
+  std::atomic<bool> bad{false};
+  exec.parallel_for(e.B, grain_for(e.T * e.L * e.L), [&](int64_t b0, int64_t b1) {
+    crf_forward_chunk(p, pr, b0, b1, bad);
+  });
+  return bad.load() ? Status::kNanEmissions : Status::kOk;
+}
+
+// Per-task partial sums of the parameter gradients, reduced at the end.
+template <typename T>
+struct CrfGradPartial {
+  Buffer<T> gacc;    // (L, ld) sum over (b, t) of a(i) w(j), to be scaled by ec
+  Buffer<T> gexact;  // (L, L) exact contributions of entries below the floor
+  Buffer<T> gstart;  // (L,)
+  Buffer<T> gend;    // (L,)
+};
+
+template <typename T>
+void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int64_t b0,
+                        int64_t b1, CrfGradPartial<T>& part) {
+  constexpr int64_t kRowBlock = 32;
+  constexpr int64_t kPairs = 128;
+  constexpr int W = kLanes<T>;
+  const EnergyView<T>& e = p.energy;
+  const int64_t L = e.L, T_ = e.T, ld = pr.ld;
+  const T floor = ScaleFloor<T>::value;
+  const T log_floor = std::log(floor);
+  const std::vector<int64_t> order = order_by_length(e.lengths, b0, b1);
+  const int64_t n_rows = b1 - b0;
+  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), V(kRowBlock * ld), shift(kRowBlock), tmp(L);
+  Buffer<T> PA(kPairs * ld), PW(kPairs * ld);
+  int64_t np = 0;
+  auto flush = [&]() {
+    gemm<T, Semiring::kSum>(L, ld, np, PA.data(), 1, ld, PW.data(), ld, part.gacc.data(), ld,
+                            true);
+    np = 0;
+  };
+  // A row takes part when its log Z is finite and its incoming gradient is
+  // nonzero; otherwise its gradients are zero (a row with no allowed labeling
+  // has no marginals).
+  auto live = [&](int64_t b) {
+    return p.log_z[b] > -kInf<T> && p.grad_log_z[b] != T(0);
+  };
+  for (int64_t r0 = 0; r0 < n_rows; r0 += kRowBlock) {
+    const int64_t R = std::min(kRowBlock, n_rows - r0);
+    const int64_t* rows = order.data() + r0;
+    const int64_t t_max = e.lengths[rows[0]];
+    // log beta lives in grad_emissions until it is turned into marginals.
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = rows[r], n = e.lengths[b];
+      std::copy(e.end, e.end + L, p.grad_emissions + (b * T_ + n - 1) * L);
+    }
+    for (int64_t t = t_max - 1; t >= 1; --t) {
+      const int64_t na = active_prefix(e.lengths, rows, R, t);
+      for (int64_t r = 0; r < na; ++r) {
+        const int64_t off = (rows[r] * T_ + t) * L;
+        const T* em = e.emissions + off;
+        const T* lb = p.grad_emissions + off;
+        T* v = V.data() + r * ld;
+        for (int64_t j = 0; j < L; ++j) v[j] = em[j] + lb[j];
+        shift[r] = row_max(v, L);
+        exp_shifted(v, L, shift[r], A.data() + r * ld, ld);
+      }
+      gemm<T, Semiring::kSum>(na, ld, L, A.data(), ld, 1, pr.ert.data(), ld, S.data(), ld, false);
+      for (int64_t r = 0; r < na; ++r) {
+        const int64_t b = rows[r];
+        const int64_t off = (b * T_ + t) * L;
+        const T* v = V.data() + r * ld;
+        T* lbp = p.grad_emissions + off - L;
+        if (shift[r] == -kInf<T>) {
+          std::fill(lbp, lbp + L, -kInf<T>);
+        } else {
+          const T* s = S.data() + r * ld;
+          log_combine(s, pr.rmax.data(), shift[r], static_cast<const T*>(nullptr), L, lbp);
+          for (int64_t i = 0; i < L; ++i) {
+            if (s[i] >= floor) continue;
+            const T* row = pr.wm.data() + i * L;
+            for (int64_t j = 0; j < L; ++j) tmp[j] = row[j] + v[j];
+            lbp[i] = log_sum_exp(tmp.data(), L);
+          }
+        }
+        if (!live(b)) continue;
+        // Pairwise marginals of (t-1, t): xi(i, j) = a(i) * ec(i, j) * w(j).
+        const T g = p.grad_log_z[b], lz = p.log_z[b];
+        const T* la_prev = p.log_alpha + off - L;
+        const T* la_cur = p.log_alpha + off;
+        const T* em = e.emissions + off;
+        const T m1 = row_max(la_prev, L);
+        exp_shifted(la_prev, L, m1, PA.data() + np * ld, ld);
+        T* w = PW.data() + np * ld;
+        for (int64_t j = 0; j < ld; ++j) w[j] = T(0);
+        for (int64_t j = 0; j < L; ++j) {
+          const T c = pr.cmax[j];
+          if (c == -kInf<T>) continue;
+          const T log_s = la_cur[j] - em[j] - m1 - c;
+          if (log_s >= log_floor) {
+            w[j] = g * sexp(m1 + c + v[j] - lz);
+          } else {  // the forward pass took the exact route here: so do we
+            const T base = v[j] - lz;
+            for (int64_t i = 0; i < L; ++i)
+              part.gexact[i * L + j] += g * sexp(la_prev[i] + pr.wm[i * L + j] + base);
+          }
+        }
+        if (++np == kPairs) flush();
+      }
+    }
+    if (np > 0) flush();
+    // Unary marginals from log alpha + log beta, and the start / end sums.
+    for (int64_t r = 0; r < R; ++r) {
+      const int64_t b = rows[r], n = e.lengths[b];
+      T* ge = p.grad_emissions + b * T_ * L;
+      std::fill(ge + n * L, ge + T_ * L, T(0));
+      if (!live(b)) {
+        std::fill(ge, ge + n * L, T(0));
+        continue;
+      }
+      const T g = p.grad_log_z[b], lz = p.log_z[b];
+      const T* la = p.log_alpha + b * T_ * L;
+      const Vec<T> gv = vset1(g), lzv = vset1(lz);
+      int64_t i = 0;
+      for (; i + W <= n * L; i += W)
+        vstore(ge + i, gv * vexp(vload(la + i) + vload(ge + i) - lzv));
+      for (; i < n * L; ++i) ge[i] = g * sexp(la[i] + ge[i] - lz);
+      for (int64_t j = 0; j < L; ++j) {
+        part.gstart[j] += ge[j];
+        part.gend[j] += ge[(n - 1) * L + j];
+      }
+    }
+  }
+}
+
+template <typename T>
+Status crf_backward_impl(const CrfBackwardParams<T>& p, const Exec& exec) {
+  const EnergyView<T>& e = p.energy;
+  const int64_t L = e.L;
+  std::fill(p.grad_transitions, p.grad_transitions + L * L, T(0));
+  std::fill(p.grad_start, p.grad_start + L, T(0));
+  std::fill(p.grad_end, p.grad_end + L, T(0));
+  if (e.B == 0 || e.T == 0) return Status::kOk;
+  const Status s = crf_check_scores(e);
+  if (s != Status::kOk) return s;
+  const CrfPrep<T> pr = crf_prepare(e, true);
+  const int64_t ld = pr.ld;
+  // Fixed chunks, one partial sum each, reduced in order: the result does not
+  // depend on how the thread pool schedules them.
+  const int64_t n_chunks = std::max<int64_t>(1, std::min<int64_t>(e.B, exec.num_threads));
+  std::vector<CrfGradPartial<T>> parts(static_cast<size_t>(n_chunks));
+  const int64_t grain = e.B * e.T * L * L < (1 << 16) ? n_chunks : 1;
+  exec.parallel_for(n_chunks, grain, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      CrfGradPartial<T>& part = parts[static_cast<size_t>(c)];
+      part.gacc.resize(L * ld);
+      part.gacc.fill(T(0), L * ld);
+      part.gexact.resize(L * L);
+      part.gexact.fill(T(0), L * L);
+      part.gstart.resize(L);
+      part.gstart.fill(T(0), L);
+      part.gend.resize(L);
+      part.gend.fill(T(0), L);
+      crf_backward_chunk(p, pr, c * e.B / n_chunks, (c + 1) * e.B / n_chunks, part);
+    }
+  });
+  for (const CrfGradPartial<T>& part : parts) {
+    for (int64_t i = 0; i < L; ++i)
+      for (int64_t j = 0; j < L; ++j)
+        p.grad_transitions[i * L + j] +=
+            pr.ec[i * ld + j] * part.gacc[i * ld + j] + part.gexact[i * L + j];
+    for (int64_t j = 0; j < L; ++j) {
+      p.grad_start[j] += part.gstart[j];
+      p.grad_end[j] += part.gend[j];
+    }
+  }
+  return Status::kOk;
+}
+
+}  // namespace SI_ISA_NS
+}  // namespace cpu
+}  // namespace structinf

@@ -1,0 +1,78 @@
+// Plain parameter structs shared by the CPU and CUDA kernels. No torch here:
+// the binding layer checks tensors, fills these and launches.
+//
+// Letters: B batch, T time (padded length), L labels. Every array is
+// contiguous and row-major; the binding makes inputs contiguous first.
+#pragma once
+
+#include <cstdint>
+
+namespace structinf {
+
+// One batch of linear-chain energies.
+template <typename scalar_t>
+struct EnergyView {
+  int64_t B = 0, T = 0, L = 0;
+  const scalar_t* emissions = nullptr;      // (B, T, L)
+  const scalar_t* transitions = nullptr;    // (L, L): [i * L + j] scores label i at t-1 -> j at t
+  const scalar_t* start = nullptr;          // (L,)
+  const scalar_t* end = nullptr;            // (L,)
+  const int64_t* lengths = nullptr;  // (B,), 1 <= lengths[b] <= T (checked by the caller)
+  const bool* allowed = nullptr;     // (L, L) or nullptr; false forbids i -> j
+};
+
+template <typename scalar_t>
+struct ViterbiParams {
+  EnergyView<scalar_t> energy;
+  int64_t k = 1;            // number of best paths
+  int64_t* paths = nullptr;  // (B, k, T) out; -1 at padding and for missing paths
+  scalar_t* scores = nullptr;       // (B, k) out; -inf for missing paths
+};
+
+template <typename scalar_t>
+struct CrfForwardParams {
+  EnergyView<scalar_t> energy;
+  scalar_t* log_z = nullptr;      // (B,) out
+  scalar_t* log_alpha = nullptr;  // (B, T, L) out; log forward scores (padding left unset)
+};
+
+template <typename scalar_t>
+struct CrfBackwardParams {
+  EnergyView<scalar_t> energy;
+  const scalar_t* grad_log_z = nullptr;  // (B,)
+  const scalar_t* log_z = nullptr;       // (B,)   from the forward
+  const scalar_t* log_alpha = nullptr;   // (B, T, L) from the forward
+  scalar_t* grad_emissions = nullptr;    // (B, T, L) out (zero at padding)
+  scalar_t* grad_transitions = nullptr;  // (L, L) out
+  scalar_t* grad_start = nullptr;        // (L,) out
+  scalar_t* grad_end = nullptr;          // (L,) out
+};
+
+template <typename scalar_t>
+struct RelaxedStepParams {
+  EnergyView<scalar_t> energy;     // allowed must be nullptr
+  scalar_t* logits = nullptr;      // (B, T, L) in/out, updated in place at t < lengths[b]
+  scalar_t* velocity = nullptr;    // (B, T, L) in/out, updated in place at t < lengths[b]
+  const scalar_t* lr = nullptr;    // (B,) learning rate per sequence
+  scalar_t momentum = scalar_t(0.9);
+  scalar_t* energy_out = nullptr;  // (B,) out: relaxed energy before the step
+};
+
+// What a kernel reports back; the binding turns anything but kOk into an
+// exception that names the argument.
+enum class Status : int {
+  kOk = 0,
+  kNanEmissions,
+  kNanTransitions,
+  kNanStart,
+  kNanEnd,
+  kNonFiniteTransitions,
+  kNonFiniteStart,
+  kNonFiniteEnd,
+  kNanLogits,
+  kNanVelocity,
+  kNanLr,
+  kNanGradLogZ,
+};
+
+}  // namespace structinf

@@ -1,0 +1,305 @@
+"""Typed wrappers over the compiled ops ``torch.ops.structinf.*``.
+
+The ops are registered in C++ (``TORCH_LIBRARY(structinf, ...)``); this module
+adds their fake (meta) kernels, so they work under ``torch.compile``, and the
+autograd formula of ``crf_forward_backward``, whose backward is a dedicated
+kernel (``crf_forward_backward_backward``), not autograd through a loop.
+
+Conventions (see ``structinf.reference`` for the definitions in code):
+``emissions: (B, T, L)``, ``transitions: (L, L)`` with ``transitions[i, j]`` the
+score of label ``i`` at ``t - 1`` followed by ``j`` at ``t``, ``start: (L,)``,
+``end: (L,)``, ``lengths: (B,)`` int64 with ``1 <= lengths[b] <= T``; positions
+``t >= lengths[b]`` never influence a result. ``allowed: (L, L)`` bool, where
+given, forbids the transitions it marks False, in decoding and in training
+alike.
+
+If the compiled extension is missing (a source checkout that was never
+built), every function here falls back to the vectorised pure-PyTorch
+implementation in ``structinf.reference``, with a one-time warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Optional, Tuple
+
+import torch
+from torch import Tensor
+
+from . import reference
+
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.structinf.*)
+
+    HAS_EXTENSION = True
+    _IMPORT_ERROR: Optional[BaseException] = None
+except ImportError as exc:  # pragma: no cover - exercised only without a build
+    HAS_EXTENSION = False
+    _IMPORT_ERROR = exc
+
+__all__ = [
+    "HAS_EXTENSION",
+    "viterbi",
+    "crf_forward_backward",
+    "log_partition",
+    "marginals",
+    "relaxed_energy_step_",
+    "cpu_isa",
+    "cpu_isas",
+    "set_cpu_isa",
+]
+
+_warned = False
+
+
+def _warn_fallback() -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        warnings.warn(
+            "structinf: the compiled extension structinf._C could not be imported "
+            f"({_IMPORT_ERROR}); using the slower pure-PyTorch implementations. "
+            "Build it with `pip install --no-build-isolation -e .`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
+
+# --------------------------------------------------------------------------- #
+# Fake kernels and autograd (only when the ops exist).
+# --------------------------------------------------------------------------- #
+if HAS_EXTENSION:
+    _ops = torch.ops.structinf
+
+    @torch.library.register_fake("structinf::viterbi")
+    def _viterbi_fake(emissions, transitions, start, end, lengths, k=1, allowed=None):
+        B, T, _ = emissions.shape
+        paths = emissions.new_empty((B, k, T), dtype=torch.int64)
+        scores = emissions.new_empty((B, k))
+        return paths, scores
+
+    @torch.library.register_fake("structinf::crf_forward_backward")
+    def _crf_fake(emissions, transitions, start, end, lengths, allowed=None):
+        B, T, L = emissions.shape
+        return emissions.new_empty((B,)), emissions.new_empty((B, T, L))
+
+    @torch.library.register_fake("structinf::crf_forward_backward_backward")
+    def _crf_backward_fake(
+        grad_log_z, emissions, transitions, start, end, lengths, allowed, log_z, log_alpha
+    ):
+        return (
+            torch.empty_like(emissions),
+            torch.empty_like(transitions),
+            torch.empty_like(start),
+            torch.empty_like(end),
+        )
+
+    @torch.library.register_fake("structinf::relaxed_energy_step_")
+    def _relaxed_fake(
+        logits, velocity, emissions, transitions, start, end, lengths, lr, momentum=0.9
+    ):
+        return emissions.new_empty((emissions.shape[0],))
+
+    def _crf_setup_context(ctx, inputs, output):
+        emissions, transitions, start, end, lengths, allowed = inputs
+        log_z, log_alpha = output
+        ctx.mark_non_differentiable(log_alpha)
+        ctx.has_allowed = allowed is not None
+        saved = [emissions, transitions, start, end, lengths, log_z, log_alpha]
+        if allowed is not None:
+            saved.append(allowed)
+        ctx.save_for_backward(*saved)
+
+    def _crf_backward(ctx, grad_log_z, grad_log_alpha):
+        saved = ctx.saved_tensors
+        emissions, transitions, start, end, lengths, log_z, log_alpha = saved[:7]
+        allowed = saved[7] if ctx.has_allowed else None
+        ge, gt, gs, gend = _ops.crf_forward_backward_backward.default(
+            grad_log_z.contiguous(),
+            emissions,
+            transitions,
+            start,
+            end,
+            lengths,
+            allowed,
+            log_z,
+            log_alpha,
+        )
+        return ge, gt, gs, gend, None, None
+
+    torch.library.register_autograd(
+        "structinf::crf_forward_backward", _crf_backward, setup_context=_crf_setup_context
+    )
+
+
+# --------------------------------------------------------------------------- #
+# Public wrappers.
+# --------------------------------------------------------------------------- #
+def viterbi(
+    emissions: Tensor,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    *,
+    k: int = 1,
+    allowed: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor]:
+    """Best (or k best) labelings of a linear-chain energy.
+
+    Args:
+        emissions: (B, T, L) float. transitions: (L, L). start, end: (L,).
+        lengths: (B,) int64. k: number of best paths (>= 1).
+        allowed: optional (L, L) bool mask of permitted transitions.
+
+    Returns:
+        ``(paths, scores)``: for ``k == 1``, paths (B, T) int64 and scores (B,);
+        for ``k > 1``, paths (B, k, T) and scores (B, k), best first. Padding
+        positions hold -1. Ties go to the lowest label index. Where no labeling
+        of finite score exists (``allowed`` forbids all), the path is all -1 and
+        the score -inf.
+    """
+    if HAS_EXTENSION:
+        paths, scores = _ops.viterbi.default(
+            emissions, transitions, start, end, lengths, k, allowed
+        )
+        if k == 1:
+            return paths.squeeze(1), scores.squeeze(1)
+        return paths, scores
+    _warn_fallback()
+    if k == 1:
+        return reference.viterbi_vectorized(emissions, transitions, start, end, lengths, allowed)
+    paths, scores = reference.kbest_ref(emissions, transitions, start, end, lengths, k, allowed)
+    return paths, scores.to(emissions.dtype)
+
+
+def crf_forward_backward(
+    emissions: Tensor,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    *,
+    allowed: Optional[Tensor] = None,
+) -> Tensor:
+    """log Z per sequence, differentiable.
+
+    The backward pass runs the beta recursion in a dedicated kernel and returns
+    the marginals: d log Z / d emissions[b, t, j] = P(y_t = j), d / d transitions
+    = summed pairwise marginals, d / d start and d / d end = first / last
+    position marginals. Memory O(B T L + L^2). Log-space exact: no overflow at
+    any length or score scale. A sequence with no allowed labeling has
+    log Z = -inf and zero gradients.
+
+    Returns:
+        log_z: (B,), the dtype of emissions.
+    """
+    if HAS_EXTENSION:
+        return _ops.crf_forward_backward.default(
+            emissions, transitions, start, end, lengths, allowed
+        )[0]
+    _warn_fallback()
+    return reference.log_partition_vectorized(
+        emissions, transitions, start, end, lengths, allowed
+    )
+
+
+log_partition = crf_forward_backward
+
+
+def marginals(
+    emissions: Tensor,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    *,
+    allowed: Optional[Tensor] = None,
+) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Posterior marginals of a linear-chain CRF (not differentiable).
+
+    Returns:
+        ``(unary, pairwise, first, last)``: unary (B, T, L) with
+        ``unary[b, t, j] = P(y_t = j)`` (0 at padding); pairwise (L, L), the
+        pairwise marginals summed over the batch and positions; first (L,) and
+        last (L,), the marginals of the first and last positions summed over
+        the batch.
+    """
+    if HAS_EXTENSION:
+        with torch.no_grad():
+            log_z, log_alpha = _ops.crf_forward_backward.default(
+                emissions, transitions, start, end, lengths, allowed
+            )
+            return _ops.crf_forward_backward_backward.default(
+                torch.ones_like(log_z),
+                emissions,
+                transitions,
+                start,
+                end,
+                lengths,
+                allowed,
+                log_z,
+                log_alpha,
+            )
+    _warn_fallback()
+    return reference.marginals_vectorized(emissions, transitions, start, end, lengths, allowed)
+
+
+def relaxed_energy_step_(
+    logits: Tensor,
+    velocity: Tensor,
+    emissions: Tensor,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    lr,
+    momentum: float = 0.9,
+) -> Tensor:
+    """One fused gradient-descent step on the relaxed energy, in place.
+
+    With ``p_t = softmax(logits[b, t])`` and ``E(p) = -score(p)``: returns E
+    before the step, and updates ``velocity = momentum * velocity + dE/dlogits``
+    and ``logits -= lr[b] * velocity`` in place at non-padding positions.
+
+    Args:
+        logits, velocity: (B, T, L), the dtype of emissions; mutated.
+        lr: (B,) tensor (one learning rate per sequence) or a number.
+        momentum: float.
+
+    Returns:
+        energy: (B,), the relaxed energy of the logits before the update.
+    """
+    if not isinstance(lr, Tensor):
+        lr = torch.full((emissions.shape[0],), float(lr), dtype=emissions.dtype,
+                        device=emissions.device)
+    if HAS_EXTENSION:
+        return _ops.relaxed_energy_step_.default(
+            logits, velocity, emissions, transitions, start, end, lengths, lr, momentum
+        )
+    _warn_fallback()
+    return reference.relaxed_energy_step_vectorized_(
+        logits, velocity, emissions, transitions, start, end, lengths, lr, momentum
+    )
+
+
+def cpu_isa() -> str:
+    """The instruction set the CPU kernels run with ("avx2" or "base")."""
+    return _ops._cpu_isa() if HAS_EXTENSION else "none"
+
+
+def cpu_isas() -> list:
+    """Instruction-set builds usable on this CPU, best first."""
+    return _ops._cpu_isas().split(",") if HAS_EXTENSION else []
+
+
+def set_cpu_isa(name: str) -> None:
+    """Selects the CPU kernels' instruction set ("auto", "avx2", "base").
+
+    The environment variable ``STRUCTINF_CPU_ISA`` sets the initial choice.
+    """
+    if not HAS_EXTENSION or not _ops._set_cpu_isa(name):
+        raise ValueError(
+            f"structinf.set_cpu_isa: argument 'name' must be 'auto' or one of {cpu_isas()}, "
+            f"got {name!r}"
+        )
