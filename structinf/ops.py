@@ -71,8 +71,20 @@ def _warn_fallback() -> None:
 if HAS_EXTENSION:
     _ops = torch.ops.structinf
 
+    def _check_devices(op: str, emissions: Tensor, **others) -> None:
+        # The compiled kernels check this; fake kernels (meta / torch.compile
+        # tracing) must reject what the real ones would.
+        for name, t in others.items():
+            if t is not None and t.device != emissions.device:
+                raise ValueError(
+                    f"structinf.{op}: argument '{name}' is on {t.device} but emissions is on "
+                    f"{emissions.device}; move every tensor to one device"
+                )
+
     @torch.library.register_fake("structinf::viterbi")
     def _viterbi_fake(emissions, transitions, start, end, lengths, k=1, allowed=None):
+        _check_devices("viterbi", emissions, transitions=transitions, start=start, end=end,
+                       lengths=lengths, allowed=allowed)
         B, T, _ = emissions.shape
         paths = emissions.new_empty((B, k, T), dtype=torch.int64)
         scores = emissions.new_empty((B, k))
@@ -80,12 +92,15 @@ if HAS_EXTENSION:
 
     @torch.library.register_fake("structinf::crf_forward_backward")
     def _crf_fake(emissions, transitions, start, end, lengths, allowed=None):
+        _check_devices("crf_forward_backward", emissions, transitions=transitions, start=start,
+                       end=end, lengths=lengths, allowed=allowed)
         B, T, L = emissions.shape
-        return emissions.new_empty((B,)), emissions.new_empty((B, T, L))
+        return emissions.new_empty((B,)), emissions.new_empty((B, T, L)), emissions.new_empty((B, T))
 
     @torch.library.register_fake("structinf::crf_forward_backward_backward")
     def _crf_backward_fake(
-        grad_log_z, emissions, transitions, start, end, lengths, allowed, log_z, log_alpha
+        grad_log_z, emissions, transitions, start, end, lengths, allowed, log_z, log_alpha,
+        log_alpha_shift,
     ):
         return (
             torch.empty_like(emissions),
@@ -98,22 +113,24 @@ if HAS_EXTENSION:
     def _relaxed_fake(
         logits, velocity, emissions, transitions, start, end, lengths, lr, momentum=0.9
     ):
+        _check_devices("relaxed_energy_step_", emissions, logits=logits, velocity=velocity,
+                       transitions=transitions, start=start, end=end, lengths=lengths, lr=lr)
         return emissions.new_empty((emissions.shape[0],))
 
     def _crf_setup_context(ctx, inputs, output):
         emissions, transitions, start, end, lengths, allowed = inputs
-        log_z, log_alpha = output
-        ctx.mark_non_differentiable(log_alpha)
+        log_z, log_alpha, log_alpha_shift = output
+        ctx.mark_non_differentiable(log_alpha, log_alpha_shift)
         ctx.has_allowed = allowed is not None
-        saved = [emissions, transitions, start, end, lengths, log_z, log_alpha]
+        saved = [emissions, transitions, start, end, lengths, log_z, log_alpha, log_alpha_shift]
         if allowed is not None:
             saved.append(allowed)
         ctx.save_for_backward(*saved)
 
-    def _crf_backward(ctx, grad_log_z, grad_log_alpha):
+    def _crf_backward(ctx, grad_log_z, grad_log_alpha, grad_log_alpha_shift):
         saved = ctx.saved_tensors
-        emissions, transitions, start, end, lengths, log_z, log_alpha = saved[:7]
-        allowed = saved[7] if ctx.has_allowed else None
+        emissions, transitions, start, end, lengths, log_z, log_alpha, log_alpha_shift = saved[:8]
+        allowed = saved[8] if ctx.has_allowed else None
         ge, gt, gs, gend = _ops.crf_forward_backward_backward.default(
             grad_log_z.contiguous(),
             emissions,
@@ -124,6 +141,7 @@ if HAS_EXTENSION:
             allowed,
             log_z,
             log_alpha,
+            log_alpha_shift,
         )
         return ge, gt, gs, gend, None, None
 
@@ -227,7 +245,7 @@ def marginals(
     """
     if HAS_EXTENSION:
         with torch.no_grad():
-            log_z, log_alpha = _ops.crf_forward_backward.default(
+            log_z, log_alpha, log_alpha_shift = _ops.crf_forward_backward.default(
                 emissions, transitions, start, end, lengths, allowed
             )
             return _ops.crf_forward_backward_backward.default(
@@ -240,6 +258,7 @@ def marginals(
                 allowed,
                 log_z,
                 log_alpha,
+                log_alpha_shift,
             )
     _warn_fallback()
     return reference.marginals_vectorized(emissions, transitions, start, end, lengths, allowed)

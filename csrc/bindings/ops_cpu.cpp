@@ -50,38 +50,40 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions,
   return {paths, scores};
 }
 
-std::tuple<at::Tensor, at::Tensor> crf_forward_backward_cpu(
+std::tuple<at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_cpu(
     const at::Tensor& emissions, const at::Tensor& transitions, const at::Tensor& start,
     const at::Tensor& end, const at::Tensor& lengths, const std::optional<at::Tensor>& allowed) {
   const char* op = "crf_forward_backward";
   const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
   check_cpu(op, emissions);
   at::Tensor log_z = at::empty({c.B}, emissions.options());
-  // Padding positions are never written: zero them so the tensor is defined.
-  at::Tensor log_alpha = at::zeros({c.B, c.T, c.L}, emissions.options());
+  at::Tensor log_alpha = at::empty({c.B, c.T, c.L}, emissions.options());
+  at::Tensor log_alpha_shift = at::empty({c.B, c.T}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_crf_forward", [&] {
     CrfForwardParams<scalar_t> p;
     p.energy = energy_view<scalar_t>(c);
     p.log_z = log_z.data_ptr<scalar_t>();
     p.log_alpha = log_alpha.data_ptr<scalar_t>();
+    p.log_alpha_shift = log_alpha_shift.data_ptr<scalar_t>();
     raise_status(op, cpu::crf_forward(p, torch_exec()));
   });
-  return {log_z, log_alpha};
+  return {log_z, log_alpha, log_alpha_shift};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_backward_cpu(
     const at::Tensor& grad_log_z, const at::Tensor& emissions, const at::Tensor& transitions,
     const at::Tensor& start, const at::Tensor& end, const at::Tensor& lengths,
     const std::optional<at::Tensor>& allowed, const at::Tensor& log_z,
-    const at::Tensor& log_alpha) {
+    const at::Tensor& log_alpha, const at::Tensor& log_alpha_shift) {
   const char* op = "crf_forward_backward_backward";
   const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
   check_cpu(op, emissions);
   check_like(op, "grad_log_z", grad_log_z, {c.B}, emissions);
   check_like(op, "log_z", log_z, {c.B}, emissions);
   check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, emissions);
+  check_like(op, "log_alpha_shift", log_alpha_shift, {c.B, c.T}, emissions);
   const at::Tensor g = grad_log_z.contiguous(), lz = log_z.contiguous(),
-                   la = log_alpha.contiguous();
+                   la = log_alpha.contiguous(), shift = log_alpha_shift.contiguous();
   at::Tensor grad_emissions = at::empty({c.B, c.T, c.L}, emissions.options());
   at::Tensor grad_transitions = at::empty({c.L, c.L}, emissions.options());
   at::Tensor grad_start = at::empty({c.L}, emissions.options());
@@ -92,6 +94,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_
     p.grad_log_z = g.data_ptr<scalar_t>();
     p.log_z = lz.data_ptr<scalar_t>();
     p.log_alpha = la.data_ptr<scalar_t>();
+    p.log_alpha_shift = shift.data_ptr<scalar_t>();
     p.grad_emissions = grad_emissions.data_ptr<scalar_t>();
     p.grad_transitions = grad_transitions.data_ptr<scalar_t>();
     p.grad_start = grad_start.data_ptr<scalar_t>();

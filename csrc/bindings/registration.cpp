@@ -29,11 +29,12 @@ TORCH_LIBRARY(structinf, m) {
       "int k=1, Tensor? allowed=None) -> (Tensor paths, Tensor scores)");
   m.def(
       "crf_forward_backward(Tensor emissions, Tensor transitions, Tensor start, Tensor end, "
-      "Tensor lengths, Tensor? allowed=None) -> (Tensor log_z, Tensor log_alpha)");
+      "Tensor lengths, Tensor? allowed=None) -> (Tensor log_z, Tensor log_alpha, "
+      "Tensor log_alpha_shift)");
   m.def(
       "crf_forward_backward_backward(Tensor grad_log_z, Tensor emissions, Tensor transitions, "
       "Tensor start, Tensor end, Tensor lengths, Tensor? allowed, Tensor log_z, "
-      "Tensor log_alpha) -> (Tensor grad_emissions, Tensor grad_transitions, "
+      "Tensor log_alpha, Tensor log_alpha_shift) -> (Tensor grad_emissions, Tensor grad_transitions, "
       "Tensor grad_start, Tensor grad_end)");
   m.def(
       "relaxed_energy_step_(Tensor(a!) logits, Tensor(b!) velocity, Tensor emissions, "

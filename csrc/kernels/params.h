@@ -33,7 +33,11 @@ template <typename scalar_t>
 struct CrfForwardParams {
   EnergyView<scalar_t> energy;
   scalar_t* log_z = nullptr;      // (B,) out
-  scalar_t* log_alpha = nullptr;  // (B, T, L) out; log forward scores (padding left unset)
+  // Log forward scores, stored per position relative to their maximum so that
+  // float32 keeps full precision at any length and score scale:
+  // log alpha_t(j) = log_alpha[b, t, j] + sum_{s <= t} log_alpha_shift[b, s].
+  scalar_t* log_alpha = nullptr;        // (B, T, L) out (0 at padding)
+  scalar_t* log_alpha_shift = nullptr;  // (B, T) out (0 at padding)
 };
 
 template <typename scalar_t>
@@ -41,7 +45,8 @@ struct CrfBackwardParams {
   EnergyView<scalar_t> energy;
   const scalar_t* grad_log_z = nullptr;  // (B,)
   const scalar_t* log_z = nullptr;       // (B,)   from the forward
-  const scalar_t* log_alpha = nullptr;   // (B, T, L) from the forward
+  const scalar_t* log_alpha = nullptr;        // (B, T, L) from the forward
+  const scalar_t* log_alpha_shift = nullptr;  // (B, T) from the forward
   scalar_t* grad_emissions = nullptr;    // (B, T, L) out (zero at padding)
   scalar_t* grad_transitions = nullptr;  // (L, L) out
   scalar_t* grad_start = nullptr;        // (L,) out

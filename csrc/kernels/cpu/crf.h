@@ -88,6 +88,16 @@ CrfPrep<T> crf_prepare(const EnergyView<T>& e, bool for_backward) {
   return pr;
 }
 
+// Subtracts the maximum of x[0:n] in place and returns it; a row of -inf is
+// left as it is (and -inf returned).
+template <typename T>
+inline T subtract_max(T* x, int64_t n) {
+  const T m = row_max(x, n);
+  if (m == -kInf<T> || m == T(0)) return m;
+  for (int64_t j = 0; j < n; ++j) x[j] -= m;
+  return m;
+}
+
 template <typename T>
 void crf_forward_chunk(const CrfForwardParams<T>& p, const CrfPrep<T>& pr, int64_t b0, int64_t b1,
                        std::atomic<bool>& bad_seen) {
@@ -97,52 +107,61 @@ void crf_forward_chunk(const CrfForwardParams<T>& p, const CrfPrep<T>& pr, int64
   const T floor = ScaleFloor<T>::value;
   const std::vector<int64_t> order = order_by_length(e.lengths, b0, b1);
   const int64_t n_rows = b1 - b0;
-  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), shift(kRowBlock), tmp(L);
+  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), prev_max(kRowBlock), tmp(L);
   bool bad = false;
   for (int64_t r0 = 0; r0 < n_rows; r0 += kRowBlock) {
     const int64_t R = std::min(kRowBlock, n_rows - r0);
     const int64_t* rows = order.data() + r0;
     const int64_t t_max = e.lengths[rows[0]];
     for (int64_t r = 0; r < R; ++r) {
-      const int64_t b = rows[r];
+      const int64_t b = rows[r], n = e.lengths[b];
       const T* em = e.emissions + b * T_ * L;
       T* la = p.log_alpha + b * T_ * L;
+      T* shift = p.log_alpha_shift + b * T_;
       for (int64_t j = 0; j < L; ++j) la[j] = e.start[j] + em[j];
+      shift[0] = subtract_max(la, L);
+      std::fill(la + n * L, la + T_ * L, T(0));
+      std::fill(shift + n, shift + T_, T(0));
       bad |= bad_scores(em, L);
     }
     for (int64_t t = 1; t < t_max; ++t) {
       const int64_t na = active_prefix(e.lengths, rows, R, t);
       for (int64_t r = 0; r < na; ++r) {
         const T* prev = p.log_alpha + (rows[r] * T_ + t - 1) * L;
-        shift[r] = row_max(prev, L);
-        exp_shifted(prev, L, shift[r], A.data() + r * ld, ld);
+        prev_max[r] = row_max(prev, L);  // 0, or -inf once no labeling is left
+        exp_shifted(prev, L, prev_max[r], A.data() + r * ld, ld);
       }
       gemm<T, Semiring::kSum>(na, ld, L, A.data(), ld, 1, pr.ec.data(), ld, S.data(), ld, false);
       for (int64_t r = 0; r < na; ++r) {
-        const int64_t off = (rows[r] * T_ + t) * L;
+        const int64_t b = rows[r], off = (b * T_ + t) * L;
         const T* em = e.emissions + off;
         const T* prev = p.log_alpha + off - L;
         T* cur = p.log_alpha + off;
         bad |= bad_scores(em, L);
-        if (shift[r] == -kInf<T>) {  // no labeling of finite score reaches t
+        if (prev_max[r] == -kInf<T>) {  // no labeling of finite score reaches t
           std::fill(cur, cur + L, -kInf<T>);
+          p.log_alpha_shift[b * T_ + t] = -kInf<T>;
           continue;
         }
         const T* s = S.data() + r * ld;
-        log_combine(s, pr.cmax.data(), shift[r], em, L, cur);
+        log_combine(s, pr.cmax.data(), prev_max[r], em, L, cur);
         for (int64_t j = 0; j < L; ++j) {
           if (s[j] >= floor) continue;
           const T* col = pr.wmt.data() + j * L;
           for (int64_t i = 0; i < L; ++i) tmp[i] = prev[i] + col[i];
           cur[j] = log_sum_exp(tmp.data(), L) + em[j];
         }
+        p.log_alpha_shift[b * T_ + t] = subtract_max(cur, L);
       }
     }
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = rows[r], n = e.lengths[b];
       const T* la = p.log_alpha + (b * T_ + n - 1) * L;
+      const T* shift = p.log_alpha_shift + b * T_;
       for (int64_t j = 0; j < L; ++j) tmp[j] = la[j] + e.end[j];
-      p.log_z[b] = log_sum_exp(tmp.data(), L);
+      double log_z = static_cast<double>(log_sum_exp(tmp.data(), L));
+      for (int64_t t = 0; t < n; ++t) log_z += static_cast<double>(shift[t]);
+      p.log_z[b] = static_cast<T>(log_z);
     }
   }
   if (bad) bad_seen.store(true, std::memory_order_relaxed);
@@ -180,6 +199,11 @@ struct CrfGradPartial {
   Buffer<T> gend;    // (L,)
 };
 
+// The backward pass needs no global offsets: at each position t,
+// Z_t = logsumexp_j(log_alpha[t, j] + log_beta[t, j]) (both stored relative)
+// normalises the unary marginals, and K_t = -(shift_t + Z_t) the pairwise
+// marginals of (t-1, t). Every exponent is then a difference of quantities of
+// modest size, so float32 marginals stay accurate at any length.
 template <typename T>
 void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int64_t b0,
                         int64_t b1, CrfGradPartial<T>& part) {
@@ -192,13 +216,18 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
   const T log_floor = std::log(floor);
   const std::vector<int64_t> order = order_by_length(e.lengths, b0, b1);
   const int64_t n_rows = b1 - b0;
-  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), V(kRowBlock * ld), shift(kRowBlock), tmp(L);
-  Buffer<T> PA(kPairs * ld), PW(kPairs * ld);
+  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), V(kRowBlock * ld), vmax_(kRowBlock), tmp(L);
+  Buffer<T> PA(kPairs * ld), PW(kPairs * ld), Z;
   int64_t np = 0;
   auto flush = [&]() {
     gemm<T, Semiring::kSum>(L, ld, np, PA.data(), 1, ld, PW.data(), ld, part.gacc.data(), ld,
                             true);
     np = 0;
+  };
+  // log Z_t at one position from the stored relative alpha and beta.
+  auto local_log_z = [&](const T* la, const T* lb) {
+    for (int64_t j = 0; j < L; ++j) tmp[j] = la[j] + lb[j];
+    return log_sum_exp(tmp.data(), L);
   };
   // A row takes part when its log Z is finite and its incoming gradient is
   // nonzero; otherwise its gradients are zero (a row with no allowed labeling
@@ -210,10 +239,13 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
     const int64_t R = std::min(kRowBlock, n_rows - r0);
     const int64_t* rows = order.data() + r0;
     const int64_t t_max = e.lengths[rows[0]];
-    // log beta lives in grad_emissions until it is turned into marginals.
+    Z.resize(R * t_max);
+    // Relative log beta lives in grad_emissions until it becomes marginals.
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = rows[r], n = e.lengths[b];
-      std::copy(e.end, e.end + L, p.grad_emissions + (b * T_ + n - 1) * L);
+      T* lb = p.grad_emissions + (b * T_ + n - 1) * L;
+      std::copy(e.end, e.end + L, lb);
+      subtract_max(lb, L);
     }
     for (int64_t t = t_max - 1; t >= 1; --t) {
       const int64_t na = active_prefix(e.lengths, rows, R, t);
@@ -223,8 +255,8 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
         const T* lb = p.grad_emissions + off;
         T* v = V.data() + r * ld;
         for (int64_t j = 0; j < L; ++j) v[j] = em[j] + lb[j];
-        shift[r] = row_max(v, L);
-        exp_shifted(v, L, shift[r], A.data() + r * ld, ld);
+        vmax_[r] = row_max(v, L);
+        exp_shifted(v, L, vmax_[r], A.data() + r * ld, ld);
       }
       gemm<T, Semiring::kSum>(na, ld, L, A.data(), ld, 1, pr.ert.data(), ld, S.data(), ld, false);
       for (int64_t r = 0; r < na; ++r) {
@@ -232,24 +264,29 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
         const int64_t off = (b * T_ + t) * L;
         const T* v = V.data() + r * ld;
         T* lbp = p.grad_emissions + off - L;
-        if (shift[r] == -kInf<T>) {
+        if (vmax_[r] == -kInf<T>) {
           std::fill(lbp, lbp + L, -kInf<T>);
         } else {
           const T* s = S.data() + r * ld;
-          log_combine(s, pr.rmax.data(), shift[r], static_cast<const T*>(nullptr), L, lbp);
+          log_combine(s, pr.rmax.data(), vmax_[r], static_cast<const T*>(nullptr), L, lbp);
           for (int64_t i = 0; i < L; ++i) {
             if (s[i] >= floor) continue;
             const T* row = pr.wm.data() + i * L;
             for (int64_t j = 0; j < L; ++j) tmp[j] = row[j] + v[j];
             lbp[i] = log_sum_exp(tmp.data(), L);
           }
+          subtract_max(lbp, L);
         }
         if (!live(b)) continue;
         // Pairwise marginals of (t-1, t): xi(i, j) = a(i) * ec(i, j) * w(j).
-        const T g = p.grad_log_z[b], lz = p.log_z[b];
+        const T g = p.grad_log_z[b];
         const T* la_prev = p.log_alpha + off - L;
         const T* la_cur = p.log_alpha + off;
         const T* em = e.emissions + off;
+        const T shift = p.log_alpha_shift[b * T_ + t];
+        const T z_t = local_log_z(la_cur, p.grad_emissions + off);
+        Z[r * t_max + t] = z_t;
+        const T k_t = -(shift + z_t);
         const T m1 = row_max(la_prev, L);
         exp_shifted(la_prev, L, m1, PA.data() + np * ld, ld);
         T* w = PW.data() + np * ld;
@@ -257,11 +294,12 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
         for (int64_t j = 0; j < L; ++j) {
           const T c = pr.cmax[j];
           if (c == -kInf<T>) continue;
-          const T log_s = la_cur[j] - em[j] - m1 - c;
+          // log S_j of the forward step, recovered from what it stored.
+          const T log_s = la_cur[j] + shift - m1 - c - em[j];
           if (log_s >= log_floor) {
-            w[j] = g * sexp(m1 + c + v[j] - lz);
+            w[j] = g * sexp(m1 + c + v[j] + k_t);
           } else {  // the forward pass took the exact route here: so do we
-            const T base = v[j] - lz;
+            const T base = v[j] + k_t;
             for (int64_t i = 0; i < L; ++i)
               part.gexact[i * L + j] += g * sexp(la_prev[i] + pr.wm[i * L + j] + base);
           }
@@ -270,7 +308,7 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
       }
     }
     if (np > 0) flush();
-    // Unary marginals from log alpha + log beta, and the start / end sums.
+    // Unary marginals exp(log alpha + log beta - Z_t), and start / end sums.
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = rows[r], n = e.lengths[b];
       T* ge = p.grad_emissions + b * T_ * L;
@@ -279,13 +317,19 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
         std::fill(ge, ge + n * L, T(0));
         continue;
       }
-      const T g = p.grad_log_z[b], lz = p.log_z[b];
+      const T g = p.grad_log_z[b];
       const T* la = p.log_alpha + b * T_ * L;
-      const Vec<T> gv = vset1(g), lzv = vset1(lz);
-      int64_t i = 0;
-      for (; i + W <= n * L; i += W)
-        vstore(ge + i, gv * vexp(vload(la + i) + vload(ge + i) - lzv));
-      for (; i < n * L; ++i) ge[i] = g * sexp(la[i] + ge[i] - lz);
+      Z[r * t_max] = local_log_z(la, ge);
+      const Vec<T> gv = vset1(g);
+      for (int64_t t = 0; t < n; ++t) {
+        T* gt = ge + t * L;
+        const T* lt = la + t * L;
+        const T z_t = Z[r * t_max + t];
+        const Vec<T> zv = vset1(z_t);
+        int64_t j = 0;
+        for (; j + W <= L; j += W) vstore(gt + j, gv * vexp(vload(lt + j) + vload(gt + j) - zv));
+        for (; j < L; ++j) gt[j] = g * sexp(lt[j] + gt[j] - z_t);
+      }
       for (int64_t j = 0; j < L; ++j) {
         part.gstart[j] += ge[j];
         part.gend[j] += ge[(n - 1) * L + j];
