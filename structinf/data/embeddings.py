@@ -1,0 +1,151 @@
+"""Pretrained word vectors from GloVe or word2vec text files.
+
+GloVe text format: one ``word v1 ... vd`` per line. word2vec text format: the same,
+after a header line ``count dim``. Both may be gzip-compressed (``.gz``). The format is
+detected from the first line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import math
+import os
+from pathlib import Path
+from typing import IO, NamedTuple
+
+import numpy as np
+import torch
+
+from .readers import DataFormatError
+from .vocab import PAD_ID, Vocab
+
+logger = logging.getLogger(__name__)
+
+
+class LoadedEmbeddings(NamedTuple):
+    """Result of :func:`load_embeddings` (unpacks as ``weight, hits``)."""
+
+    weight: torch.Tensor
+    """(V, d) float32: row ``i`` is the vector of ``vocab.itos[i]``."""
+    hits: int
+    """How many vocabulary rows were found in the file."""
+
+
+def _open_text(path: Path) -> IO[bytes]:
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def load_embeddings(
+    path: str | os.PathLike,
+    vocab: Vocab,
+    dim: int | None = None,
+    *,
+    generator: torch.Generator | None = None,
+    init_scale: float | None = None,
+) -> LoadedEmbeddings:
+    """Load vectors for the words of ``vocab`` from a GloVe / word2vec text file.
+
+    Each file word is looked up under ``vocab.normalize`` (so a lowercasing vocabulary
+    takes cased vectors); when several file words map to one entry, an exact match wins,
+    otherwise the first one in the file. Rows not found are drawn from
+    ``N(0, init_scale^2)`` with ``generator``; the padding row (id 0) is zero.
+
+    Every line is checked: it must hold a word and exactly ``d`` finite numbers, where
+    ``d`` is ``dim``, else the word2vec header's dimension, else the first vector's
+    length. A word may contain spaces (as in some GloVe releases) as long as the extra
+    leading fields are not numbers.
+
+    Args:
+        path: the text file (``.gz`` allowed).
+        vocab: the vocabulary whose rows to fill.
+        dim: expected dimension (optional).
+        generator: random generator for the rows not found (seed it for reproducibility).
+        init_scale: standard deviation of those rows; default: the standard deviation of
+            the loaded vectors (0.1 when fewer than two values were loaded).
+
+    Returns:
+        ``(weight (len(vocab), d) float32, hits)``.
+
+    Raises:
+        DataFormatError: a malformed line (file and line number in the message), a
+            dimension different from ``dim``, or a file with no vectors.
+        FileNotFoundError: ``path`` does not exist.
+    """
+    path = Path(path)
+    if dim is not None and dim < 1:
+        raise ValueError(f"load_embeddings: dim must be >= 1, got {dim}")
+    found: dict[int, np.ndarray] = {}
+    exact: set[int] = set()
+    header_count: int | None = None
+    n_vectors = 0
+    with _open_text(path) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as err:
+                raise DataFormatError(path, lineno, f"not valid UTF-8 ({err.reason})") from None
+            line = line.rstrip("\n").rstrip("\r").rstrip(" ")
+            if lineno == 1:
+                line = line.lstrip("\ufeff")
+            if line == "":
+                continue
+            parts = line.split(" ")
+            if lineno == 1 and len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                header_count, header_dim = int(parts[0]), int(parts[1])
+                if dim is not None and header_dim != dim:
+                    raise DataFormatError(path, lineno, f"word2vec header says dimension {header_dim}, expected {dim}")
+                dim = header_dim
+                continue
+            if dim is None:
+                dim = len(parts) - 1
+                if dim < 1:
+                    raise DataFormatError(path, lineno, "expected a word followed by its vector, found one field")
+            if len(parts) < dim + 1:
+                raise DataFormatError(path, lineno, f"expected {dim} values after the word, found {len(parts) - 1}")
+            if len(parts) > dim + 1 and any(_is_number(p) for p in parts[1 : len(parts) - dim]):
+                raise DataFormatError(path, lineno, f"expected {dim} values after the word, found {len(parts) - 1}")
+            word = " ".join(parts[: len(parts) - dim])
+            try:
+                values = np.asarray(parts[len(parts) - dim :], dtype=np.float32)
+            except ValueError:
+                bad = next(p for p in parts[len(parts) - dim :] if not _is_number(p))
+                raise DataFormatError(path, lineno, f"value {bad!r} is not a number") from None
+            if not np.isfinite(values).all():
+                raise DataFormatError(path, lineno, "vector holds a non-finite value (nan or inf)")
+            n_vectors += 1
+            key = vocab.normalize(word)
+            if key not in vocab.stoi:
+                continue
+            index = vocab.stoi[key]
+            is_exact = word == key
+            if index not in found or (is_exact and index not in exact):
+                found[index] = values
+                if is_exact:
+                    exact.add(index)
+    if n_vectors == 0 or dim is None:
+        raise DataFormatError(path, None, "no vectors found")
+    if header_count is not None and header_count != n_vectors:
+        logger.warning("%s: word2vec header announces %d vectors, file holds %d", path, header_count, n_vectors)
+
+    found.pop(PAD_ID, None)
+    loaded = np.stack(list(found.values())) if found else np.zeros((0, dim), dtype=np.float32)
+    if init_scale is None:
+        init_scale = float(loaded.std()) if loaded.size > 1 else 0.1
+        if not math.isfinite(init_scale) or init_scale == 0.0:
+            init_scale = 0.1
+    weight = torch.randn(len(vocab), dim, generator=generator, dtype=torch.float32) * init_scale
+    weight[PAD_ID] = 0.0
+    if found:
+        rows = torch.tensor(list(found.keys()), dtype=torch.long)
+        weight[rows] = torch.from_numpy(loaded)
+    logger.info("%s: %d vectors of dimension %d; %d of %d vocabulary entries found", path, n_vectors, dim, len(found), len(vocab))
+    return LoadedEmbeddings(weight, len(found))
