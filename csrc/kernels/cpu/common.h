@@ -130,6 +130,29 @@ inline void log_combine(const T* s, const T* off, T shift, const T* add, int64_t
   }
 }
 
+// out[j] = g * exp(x[j] + y[j] - z) for j < n.
+template <typename T>
+inline void scaled_exp_sum(const T* x, const T* y, T z, T g, int64_t n, T* out) {
+  constexpr int W = kLanes<T>;
+  const Vec<T> zv = vset1(z), gv = vset1(g);
+  int64_t j = 0;
+  for (; j + W <= n; j += W) vstore(out + j, gv * vexp(vload(x + j) + vload(y + j) - zv));
+  for (; j < n; ++j) out[j] = g * sexp(x[j] + y[j] - z);
+}
+
+// True when some s[j] < floor, j < n (s padded to whole vectors).
+template <typename T>
+inline bool any_below(const T* s, int64_t n, T floor) {
+  constexpr int W = kLanes<T>;
+  const Vec<T> f = vset1(floor);
+  for (int64_t j = 0; j < n; j += W) {
+    const auto m = vload(s + j) < f;
+    for (int i = 0; i < W; ++i)
+      if (m[i] && j + i < n) return true;
+  }
+  return false;
+}
+
 // Sequence indices of [b0, b1) ordered by length, longest first (stable), so
 // that at every time step the still-active sequences form a prefix.
 inline std::vector<int64_t> order_by_length(const int64_t* lengths, int64_t b0, int64_t b1) {

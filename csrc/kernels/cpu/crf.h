@@ -145,12 +145,13 @@ void crf_forward_chunk(const CrfForwardParams<T>& p, const CrfPrep<T>& pr, int64
         }
         const T* s = S.data() + r * ld;
         log_combine(s, pr.cmax.data(), prev_max[r], em, L, cur);
-        for (int64_t j = 0; j < L; ++j) {
-          if (s[j] >= floor) continue;
-          const T* col = pr.wmt.data() + j * L;
-          for (int64_t i = 0; i < L; ++i) tmp[i] = prev[i] + col[i];
-          cur[j] = log_sum_exp(tmp.data(), L) + em[j];
-        }
+        if (any_below(s, L, floor))
+          for (int64_t j = 0; j < L; ++j) {
+            if (s[j] >= floor) continue;
+            const T* col = pr.wmt.data() + j * L;
+            for (int64_t i = 0; i < L; ++i) tmp[i] = prev[i] + col[i];
+            cur[j] = log_sum_exp(tmp.data(), L) + em[j];
+          }
         p.log_alpha_shift[b * T_ + t] = subtract_max(cur, L);
       }
     }
@@ -204,11 +205,17 @@ struct CrfGradPartial {
 // normalises the unary marginals, and K_t = -(shift_t + Z_t) the pairwise
 // marginals of (t-1, t). Every exponent is then a difference of quantities of
 // modest size, so float32 marginals stay accurate at any length.
+//
+// One sweep from t = T-1 down to 1 does, per position: the beta step (a
+// matrix product over the block's rows), the unary marginals of t (written
+// over log beta_t, which is no longer needed), and the pairs (t-1, t) for the
+// transition gradient, accumulated as a matrix product every kPairs pairs.
+
 template <typename T>
 void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int64_t b0,
                         int64_t b1, CrfGradPartial<T>& part) {
   constexpr int64_t kRowBlock = 32;
-  constexpr int64_t kPairs = 128;
+  constexpr int64_t kPairs = 256;
   constexpr int W = kLanes<T>;
   const EnergyView<T>& e = p.energy;
   const int64_t L = e.L, T_ = e.T, ld = pr.ld;
@@ -216,18 +223,13 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
   const T log_floor = std::log(floor);
   const std::vector<int64_t> order = order_by_length(e.lengths, b0, b1);
   const int64_t n_rows = b1 - b0;
-  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), V(kRowBlock * ld), vmax_(kRowBlock), tmp(L);
-  Buffer<T> PA(kPairs * ld), PW(kPairs * ld), Z;
+  Buffer<T> A(kRowBlock * ld), S(kRowBlock * ld), V(kRowBlock * ld), vmax_(kRowBlock), tmp(ld);
+  Buffer<T> PA(kPairs * ld), PW(kPairs * ld), logs(ld);
   int64_t np = 0;
   auto flush = [&]() {
     gemm<T, Semiring::kSum>(L, ld, np, PA.data(), 1, ld, PW.data(), ld, part.gacc.data(), ld,
                             true);
     np = 0;
-  };
-  // log Z_t at one position from the stored relative alpha and beta.
-  auto local_log_z = [&](const T* la, const T* lb) {
-    for (int64_t j = 0; j < L; ++j) tmp[j] = la[j] + lb[j];
-    return log_sum_exp(tmp.data(), L);
   };
   // A row takes part when its log Z is finite and its incoming gradient is
   // nonzero; otherwise its gradients are zero (a row with no allowed labeling
@@ -235,11 +237,17 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
   auto live = [&](int64_t b) {
     return p.log_z[b] > -kInf<T> && p.grad_log_z[b] != T(0);
   };
+  // Replaces log beta_t (in `row`) by g * P(y_t = j); returns log Z_t.
+  auto unary = [&](const T* la, T* row, T g) {
+    for (int64_t j = 0; j < L; ++j) tmp[j] = la[j] + row[j];
+    const T z = log_sum_exp(tmp.data(), L);
+    scaled_exp_sum(la, row, z, g, L, row);
+    return z;
+  };
   for (int64_t r0 = 0; r0 < n_rows; r0 += kRowBlock) {
     const int64_t R = std::min(kRowBlock, n_rows - r0);
     const int64_t* rows = order.data() + r0;
     const int64_t t_max = e.lengths[rows[0]];
-    Z.resize(R * t_max);
     // Relative log beta lives in grad_emissions until it becomes marginals.
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = rows[r], n = e.lengths[b];
@@ -269,67 +277,60 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
         } else {
           const T* s = S.data() + r * ld;
           log_combine(s, pr.rmax.data(), vmax_[r], static_cast<const T*>(nullptr), L, lbp);
-          for (int64_t i = 0; i < L; ++i) {
-            if (s[i] >= floor) continue;
-            const T* row = pr.wm.data() + i * L;
-            for (int64_t j = 0; j < L; ++j) tmp[j] = row[j] + v[j];
-            lbp[i] = log_sum_exp(tmp.data(), L);
-          }
+          if (any_below(s, L, floor))
+            for (int64_t i = 0; i < L; ++i) {
+              if (s[i] >= floor) continue;
+              const T* row = pr.wm.data() + i * L;
+              for (int64_t j = 0; j < L; ++j) tmp[j] = row[j] + v[j];
+              lbp[i] = log_sum_exp(tmp.data(), L);
+            }
           subtract_max(lbp, L);
         }
-        if (!live(b)) continue;
-        // Pairwise marginals of (t-1, t): xi(i, j) = a(i) * ec(i, j) * w(j).
+        T* gt = p.grad_emissions + off;
+        if (!live(b)) {
+          std::fill(gt, gt + L, T(0));
+          continue;
+        }
         const T g = p.grad_log_z[b];
         const T* la_prev = p.log_alpha + off - L;
         const T* la_cur = p.log_alpha + off;
-        const T* em = e.emissions + off;
-        const T shift = p.log_alpha_shift[b * T_ + t];
-        const T z_t = local_log_z(la_cur, p.grad_emissions + off);
-        Z[r * t_max + t] = z_t;
-        const T k_t = -(shift + z_t);
+        const T z_t = unary(la_cur, gt, g);
+        // Pairwise marginals of (t-1, t): xi(i, j) = a(i) * ec(i, j) * w(j),
+        // a(i) = exp(la_prev(i) - m1), w(j) = g exp(m1 + c_j + v_j + K_t).
+        const T k_t = -(p.log_alpha_shift[b * T_ + t] + z_t);
         const T m1 = row_max(la_prev, L);
         exp_shifted(la_prev, L, m1, PA.data() + np * ld, ld);
         T* w = PW.data() + np * ld;
-        for (int64_t j = 0; j < ld; ++j) w[j] = T(0);
-        for (int64_t j = 0; j < L; ++j) {
-          const T c = pr.cmax[j];
-          if (c == -kInf<T>) continue;
-          // log S_j of the forward step, recovered from what it stored.
-          const T log_s = la_cur[j] + shift - m1 - c - em[j];
-          if (log_s >= log_floor) {
-            w[j] = g * sexp(m1 + c + v[j] + k_t);
-          } else {  // the forward pass took the exact route here: so do we
+        scaled_exp_sum(pr.cmax.data(), v, -(m1 + k_t), g, L, w);
+        std::fill(w + L, w + ld, T(0));
+        // Where the forward step's S_j = exp(la_cur + shift - m1 - c - e) fell
+        // below the floor, the forward pass took the exact route: so do we.
+        const T* em = e.emissions + off;
+        const T lshift = p.log_alpha_shift[b * T_ + t] - m1;
+        for (int64_t j = 0; j < L; ++j) logs[j] = la_cur[j] + lshift - pr.cmax[j] - em[j];
+        for (int64_t j = L; j < ld; ++j) logs[j] = T(0);
+        if (any_below(logs.data(), L, log_floor))
+          for (int64_t j = 0; j < L; ++j) {
+            if (!(logs[j] < log_floor) || pr.cmax[j] == -kInf<T>) continue;
+            w[j] = T(0);
             const T base = v[j] + k_t;
             for (int64_t i = 0; i < L; ++i)
               part.gexact[i * L + j] += g * sexp(la_prev[i] + pr.wm[i * L + j] + base);
           }
-        }
         if (++np == kPairs) flush();
       }
     }
     if (np > 0) flush();
-    // Unary marginals exp(log alpha + log beta - Z_t), and start / end sums.
+    // Position 0 (and padding), then the start / end sums.
     for (int64_t r = 0; r < R; ++r) {
       const int64_t b = rows[r], n = e.lengths[b];
       T* ge = p.grad_emissions + b * T_ * L;
       std::fill(ge + n * L, ge + T_ * L, T(0));
       if (!live(b)) {
-        std::fill(ge, ge + n * L, T(0));
+        std::fill(ge, ge + L, T(0));
         continue;
       }
-      const T g = p.grad_log_z[b];
-      const T* la = p.log_alpha + b * T_ * L;
-      Z[r * t_max] = local_log_z(la, ge);
-      const Vec<T> gv = vset1(g);
-      for (int64_t t = 0; t < n; ++t) {
-        T* gt = ge + t * L;
-        const T* lt = la + t * L;
-        const T z_t = Z[r * t_max + t];
-        const Vec<T> zv = vset1(z_t);
-        int64_t j = 0;
-        for (; j + W <= L; j += W) vstore(gt + j, gv * vexp(vload(lt + j) + vload(gt + j) - zv));
-        for (; j < L; ++j) gt[j] = g * sexp(lt[j] + gt[j] - z_t);
-      }
+      unary(p.log_alpha + b * T_ * L, ge, p.grad_log_z[b]);
       for (int64_t j = 0; j < L; ++j) {
         part.gstart[j] += ge[j];
         part.gend[j] += ge[(n - 1) * L + j];

@@ -18,10 +18,13 @@ namespace SI_ISA_NS {
 
 enum class Semiring { kSum, kMax };
 
-// 6 rows x 2 vectors: 12 accumulators, 2 B vectors and a broadcast (plus one
-// temporary for max-plus) fit the 16 vector registers of AVX2.
-constexpr int kGemmMR = 6;
-constexpr int kGemmNV = 2;
+// Register blocks (rows x vectors), chosen by measurement on AVX2: 4 x 3 for
+// sum-product (12 accumulators, 3 B vectors and a broadcast in 16 registers);
+// 4 x 2 for max-plus, whose add + max pair needs a temporary per column.
+template <Semiring S>
+constexpr int kGemmMR = 4;
+template <Semiring S>
+constexpr int kGemmNV = S == Semiring::kSum ? 3 : 2;
 
 template <typename T, Semiring S>
 constexpr T semiring_zero() {
@@ -39,6 +42,12 @@ void gemm_micro(int64_t K, const T* __restrict a, int64_t sam, int64_t sak, cons
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v)
       acc[m][v] = accumulate ? vload(c + m * ldc + v * W) : vset1(semiring_zero<T, S>());
+  V one = vset1(T(1));
+#if defined(SI_HAS_FMA)
+  // An opaque 1: max-plus then adds with a * 1 + b, which is exactly a + b
+  // (one rounding) but issues on the FMA pipes, leaving the add pipes to max.
+  asm("" : "+x"(one));
+#endif
   for (int64_t k = 0; k < K; ++k) {
     V bv[NV];
 #pragma GCC unroll 4
@@ -51,7 +60,7 @@ void gemm_micro(int64_t K, const T* __restrict a, int64_t sam, int64_t sak, cons
         if constexpr (S == Semiring::kSum)
           acc[m][v] += av * bv[v];
         else
-          acc[m][v] = vmax(acc[m][v], av + bv[v]);
+          acc[m][v] = vmax(acc[m][v], av * one + bv[v]);
       }
     }
   }
@@ -67,29 +76,30 @@ using GemmMicroFn = void (*)(int64_t, const T*, int64_t, int64_t, const T*, int6
 
 template <typename T, Semiring S, int MR>
 constexpr GemmMicroFn<T, S> pick_micro(int nv) {
-  return nv == 1 ? &gemm_micro<T, S, MR, 1> : &gemm_micro<T, S, MR, 2>;
+  static_assert(kGemmNV<S> <= 3, "pick_micro covers up to 3 vectors");
+  return nv == 1 ? &gemm_micro<T, S, MR, 1>
+                 : (nv == 2 ? &gemm_micro<T, S, MR, 2> : &gemm_micro<T, S, MR, kGemmNV<S>>);
 }
 
 template <typename T, Semiring S>
 GemmMicroFn<T, S> micro_for(int mr, int nv) {
+  static_assert(kGemmMR<S> == 4, "micro_for covers up to 4 rows");
   switch (mr) {
     case 1: return pick_micro<T, S, 1>(nv);
     case 2: return pick_micro<T, S, 2>(nv);
     case 3: return pick_micro<T, S, 3>(nv);
-    case 4: return pick_micro<T, S, 4>(nv);
-    case 5: return pick_micro<T, S, 5>(nv);
-    default: return pick_micro<T, S, 6>(nv);
+    default: return pick_micro<T, S, 4>(nv);
   }
 }
 
 // C (M x N) (op)= A (M x K) (x) B (K x N); N % kLanes<T> == 0.
-// Panels of B (K x 2 vectors) are the outer loop so each stays in L1 while
+// Panels of B (K x NV vectors) are the outer loop so each stays in L1 while
 // every block of rows streams past it.
 template <typename T, Semiring S>
 void gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t sam, int64_t sak, const T* b,
           int64_t ldb, T* c, int64_t ldc, bool accumulate) {
   constexpr int W = kLanes<T>;
-  static_assert(kGemmNV == 2, "micro_for covers nv in {1, 2}");
+  constexpr int MR = kGemmMR<S>, NV = kGemmNV<S>;
   if (M <= 0 || N <= 0) return;
   if (K <= 0) {
     if (!accumulate)
@@ -97,12 +107,18 @@ void gemm(int64_t M, int64_t N, int64_t K, const T* a, int64_t sam, int64_t sak,
         for (int64_t n = 0; n < N; ++n) c[m * ldc + n] = semiring_zero<T, S>();
     return;
   }
-  for (int64_t n0 = 0; n0 < N; n0 += kGemmNV * W) {
-    const int nv = static_cast<int>((N - n0) / W >= kGemmNV ? kGemmNV : (N - n0) / W);
-    for (int64_t m0 = 0; m0 < M; m0 += kGemmMR) {
-      const int mr = static_cast<int>(M - m0 >= kGemmMR ? kGemmMR : M - m0);
-      micro_for<T, S>(mr, nv)(K, a + m0 * sam, sam, sak, b + n0, ldb, c + m0 * ldc + n0, ldc,
-                              accumulate);
+  // K is split so that one panel of B (KC x NV vectors) fits in L1.
+  constexpr int64_t KC = (16 * 1024) / (NV * W * static_cast<int64_t>(sizeof(T)));
+  for (int64_t k0 = 0; k0 < K; k0 += KC) {
+    const int64_t kc = K - k0 < KC ? K - k0 : KC;
+    const bool acc = accumulate || k0 > 0;
+    for (int64_t n0 = 0; n0 < N; n0 += NV * W) {
+      const int nv = static_cast<int>((N - n0) / W >= NV ? NV : (N - n0) / W);
+      for (int64_t m0 = 0; m0 < M; m0 += MR) {
+        const int mr = static_cast<int>(M - m0 >= MR ? MR : M - m0);
+        micro_for<T, S>(mr, nv)(kc, a + m0 * sam + k0 * sak, sam, sak, b + k0 * ldb + n0, ldb,
+                                c + m0 * ldc + n0, ldc, acc);
+      }
     }
   }
 }

@@ -11,6 +11,7 @@
 
 #define SI_ISA_NS avx2
 #define SI_VEC_BYTES 32
+#define SI_HAS_FMA 1
 #include "kernels_impl.h"
 
 #if defined(__clang__)

@@ -59,7 +59,9 @@ inline void vstore(T* p, Vec<T> v) {
 }
 template <typename T>
 inline Vec<T> vset1(T x) {
-  return Vec<T>{} + x;
+  // x - (+0) == x for every x (signed zeros and NaN included), so this folds
+  // to a single broadcast; 0 + x would not (it maps -0 to +0).
+  return x - Vec<T>{};
 }
 template <typename V>
 inline V vmax(V a, V b) {
