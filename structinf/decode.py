@@ -1,0 +1,152 @@
+"""Inference methods, one call each: the front door of structinf.
+
+Every function takes a :class:`structinf.energy.LinearChainEnergy` (the
+feature network has already run once; every method then works on the
+energy tuple) and returns the labels plus what it found.
+
+>>> import structinf.decode as decode
+>>> best = decode.viterbi(energy)
+>>> gd = decode.gradient_descent(energy, iterations=50, lr=1.0, seed=0)
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Iterable, NamedTuple, Optional, Union
+
+import torch
+from torch import Tensor
+
+from . import ops, reference
+from .energy import LinearChainEnergy
+
+__all__ = [
+    "ViterbiResult",
+    "GradientDescentResult",
+    "viterbi",
+    "gradient_descent",
+    "relaxed_labels",
+]
+
+
+class ViterbiResult(NamedTuple):
+    """labels: (B, T) int64, -1 at padding ((B, k, T) for k > 1);
+    score: (B,) (or (B, k)); energy: its negative."""
+
+    labels: Tensor
+    score: Tensor
+    energy: Tensor
+
+
+class GradientDescentResult(NamedTuple):
+    """What gradient-descent inference found.
+
+    labels: (B, T) argmax of the final logits, -1 at padding.
+    energies: (N + 1, B), relaxed energy before each step and after the last.
+    relaxed: (B, T, L) the final relaxed output softmax(logits) (0 at padding).
+    logits: (B, T, L) the final logits.
+    labels_at: {n: (B, T) labels after n steps} for each requested n.
+    """
+
+    labels: Tensor
+    energies: Tensor
+    relaxed: Tensor
+    logits: Tensor
+    labels_at: Dict[int, Tensor]
+
+
+def relaxed_labels(logits: Tensor, lengths: Tensor) -> Tensor:
+    """Argmax labels of logits (B, T, L): (B, T) int64 with -1 at padding."""
+    T = logits.shape[1]
+    mask = torch.arange(T, device=logits.device)[None, :] < lengths[:, None]
+    return torch.where(mask, logits.argmax(-1), torch.full_like(mask, -1, dtype=torch.int64))
+
+
+@torch.no_grad()
+def viterbi(energy: LinearChainEnergy, *, k: int = 1) -> ViterbiResult:
+    """Exact inference: the labeling of lowest energy (or the k lowest)."""
+    paths, scores = ops.viterbi(energy.emissions, energy.transitions, energy.start, energy.end,
+                                energy.lengths, k=k, allowed=energy.allowed)
+    return ViterbiResult(paths, scores, -scores)
+
+
+def _check_relaxable(energy: LinearChainEnergy) -> None:
+    if energy.allowed is not None:
+        raise ValueError(
+            "gradient_descent: the energy has an 'allowed' transition mask, which has no "
+            "relaxed form; build the energy without constraints for relaxed inference")
+    for name in ("transitions", "start", "end"):
+        if not torch.isfinite(getattr(energy, name)).all():
+            raise ValueError(f"gradient_descent: energy.{name} must be finite for relaxed "
+                             "inference (forbidden labels have no relaxed form)")
+
+
+@torch.no_grad()
+def gradient_descent(
+    energy: LinearChainEnergy,
+    *,
+    iterations: int = 50,
+    lr: Union[float, Tensor] = 1.0,
+    momentum: float = 0.9,
+    init: Optional[Tensor] = None,
+    seed: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    init_scale: float = 1.0,
+    record_at: Iterable[int] = (),
+) -> GradientDescentResult:
+    """Gradient-descent inference on the relaxed energy (paper section 3).
+
+    Minimises ``E(x, softmax(z))`` over logits z with momentum SGD, one fused
+    kernel call per iteration; the velocity starts at zero for every call.
+    Each sequence takes its own steps: the step size is not divided by the
+    batch size.
+
+    Args:
+        energy: the energy to minimise (no ``allowed`` mask; finite scores).
+        iterations: N >= 0.
+        lr: a number or a (B,) tensor (one learning rate per sequence).
+        momentum: mu in ``v = mu v + g``.
+        init: (B, T, L) initial logits (e.g. an inference network's, for a warm
+            start); not modified. Otherwise ``init_scale * N(0, 1)`` logits drawn
+            from ``generator`` or from a generator seeded with ``seed``.
+        record_at: iteration counts n at which to record the argmax labels.
+    """
+    _check_relaxable(energy)
+    if iterations < 0:
+        raise ValueError(f"gradient_descent: argument 'iterations' must be >= 0, got {iterations}")
+    em = energy.emissions.detach()
+    B, T, L = em.shape
+    if init is not None:
+        if tuple(init.shape) != (B, T, L):
+            raise ValueError(f"gradient_descent: argument 'init' must have shape {(B, T, L)}, "
+                             f"got {tuple(init.shape)}")
+        logits = init.detach().to(device=em.device, dtype=em.dtype).clone().contiguous()
+    else:
+        if generator is None:
+            generator = torch.Generator(device=em.device)
+            generator.manual_seed(0 if seed is None else seed)
+        logits = torch.randn(B, T, L, generator=generator, device=em.device, dtype=em.dtype)
+        logits.mul_(init_scale)
+    if isinstance(lr, Tensor):
+        if lr.shape != (B,):
+            raise ValueError(f"gradient_descent: argument 'lr' must be a number or a (B,) "
+                             f"tensor, got shape {tuple(lr.shape)}")
+        lr_t = lr.to(device=em.device, dtype=em.dtype)
+    else:
+        lr_t = torch.full((B,), float(lr), device=em.device, dtype=em.dtype)
+    record = {int(n) for n in record_at}
+    tr, st, en = (t.detach() for t in energy[1:4])
+    velocity = torch.zeros_like(logits)
+    energies = []
+    labels_at: Dict[int, Tensor] = {}
+    if 0 in record:
+        labels_at[0] = relaxed_labels(logits, energy.lengths)
+    for it in range(1, iterations + 1):
+        energies.append(ops.relaxed_energy_step_(logits, velocity, em, tr, st, en,
+                                                 energy.lengths, lr_t, momentum))
+        if it in record:
+            labels_at[it] = relaxed_labels(logits, energy.lengths)
+    mask = energy.mask
+    relaxed = torch.where(mask[..., None], logits.softmax(-1), torch.zeros_like(logits))
+    energies.append(reference.relaxed_energy_vectorized(em, tr, st, en, energy.lengths, relaxed))
+    return GradientDescentResult(relaxed_labels(logits, energy.lengths), torch.stack(energies),
+                                 relaxed, logits, labels_at)
