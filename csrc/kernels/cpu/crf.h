@@ -216,7 +216,6 @@ void crf_backward_chunk(const CrfBackwardParams<T>& p, const CrfPrep<T>& pr, int
                         int64_t b1, CrfGradPartial<T>& part) {
   constexpr int64_t kRowBlock = 32;
   constexpr int64_t kPairs = 256;
-  constexpr int W = kLanes<T>;
   const EnergyView<T>& e = p.energy;
   const int64_t L = e.L, T_ = e.T, ld = pr.ld;
   const T floor = ScaleFloor<T>::value;

@@ -1,0 +1,262 @@
+// The torch-free CPU kernels against brute-force enumeration, without Python:
+// Viterbi (k = 1 and k-best), log Z and every marginal, and the relaxed step's
+// gradient against central finite differences. Every usable instruction set.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/cpu/api.h"
+
+using namespace structinf;
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& what) {
+  if (!ok) {
+    std::printf("  FAIL: %s\n", what.c_str());
+    ++failures;
+  }
+}
+
+bool close(double a, double b, double tol = 1e-9) {
+  if (std::isinf(a) || std::isinf(b)) return a == b;
+  return std::fabs(a - b) <= tol * (1 + std::fabs(b));
+}
+
+struct Problem {
+  int64_t B, T, L;
+  std::vector<double> em, tr, st, en;
+  std::vector<int64_t> len;
+  std::vector<char> allowed;  // empty: no mask
+
+  EnergyView<double> view() const {
+    EnergyView<double> v;
+    v.B = B;
+    v.T = T;
+    v.L = L;
+    v.emissions = em.data();
+    v.transitions = tr.data();
+    v.start = st.data();
+    v.end = en.data();
+    v.lengths = len.data();
+    v.allowed = allowed.empty() ? nullptr : reinterpret_cast<const bool*>(allowed.data());
+    return v;
+  }
+};
+
+Problem random_problem(std::mt19937& rng, int64_t B, int64_t T, int64_t L, bool masked) {
+  std::normal_distribution<double> normal;
+  std::uniform_int_distribution<int64_t> length(1, T);
+  Problem p{B, T, L, {}, {}, {}, {}, {}, {}};
+  for (int64_t i = 0; i < B * T * L; ++i) p.em.push_back(normal(rng));
+  for (int64_t i = 0; i < L * L; ++i) p.tr.push_back(normal(rng));
+  for (int64_t i = 0; i < L; ++i) p.st.push_back(normal(rng));
+  for (int64_t i = 0; i < L; ++i) p.en.push_back(normal(rng));
+  for (int64_t b = 0; b < B; ++b) p.len.push_back(length(rng));
+  if (masked) {
+    std::bernoulli_distribution keep(0.7);
+    for (int64_t i = 0; i < L * L; ++i) p.allowed.push_back(keep(rng));
+  }
+  return p;
+}
+
+// Every labeling of sequence b with its score (-inf when forbidden).
+struct Labeling {
+  std::vector<int64_t> y;
+  double score;
+};
+
+std::vector<Labeling> enumerate(const Problem& p, int64_t b) {
+  const int64_t n = p.len[b], L = p.L;
+  int64_t count = 1;
+  for (int64_t t = 0; t < n; ++t) count *= L;
+  std::vector<Labeling> out;
+  for (int64_t c = 0; c < count; ++c) {
+    Labeling lab;
+    int64_t x = c;
+    for (int64_t t = 0; t < n; ++t, x /= L) lab.y.push_back(x % L);
+    double s = p.st[lab.y[0]] + p.en[lab.y[n - 1]];
+    for (int64_t t = 0; t < n; ++t) s += p.em[(b * p.T + t) * L + lab.y[t]];
+    for (int64_t t = 1; t < n; ++t) {
+      const int64_t i = lab.y[t - 1], j = lab.y[t];
+      if (!p.allowed.empty() && !p.allowed[i * L + j]) s = -INFINITY;
+      if (std::isfinite(s)) s += p.tr[i * L + j];
+    }
+    lab.score = s;
+    out.push_back(lab);
+  }
+  return out;
+}
+
+void test_viterbi(const Problem& p, int64_t k, const std::string& tag) {
+  std::vector<int64_t> paths(p.B * k * p.T);
+  std::vector<double> scores(p.B * k);
+  ViterbiParams<double> vp;
+  vp.energy = p.view();
+  vp.k = k;
+  vp.paths = paths.data();
+  vp.scores = scores.data();
+  expect(cpu::viterbi(vp, cpu::serial_exec()) == Status::kOk, tag + " viterbi status");
+  for (int64_t b = 0; b < p.B; ++b) {
+    std::vector<Labeling> all = enumerate(p, b);
+    std::stable_sort(all.begin(), all.end(),
+                     [](const Labeling& x, const Labeling& y) { return x.score > y.score; });
+    for (int64_t q = 0; q < k; ++q) {
+      const double want = q < static_cast<int64_t>(all.size()) ? all[q].score : -INFINITY;
+      const double got = scores[b * k + q];
+      expect(close(got, want), tag + " score b=" + std::to_string(b) + " q=" + std::to_string(q));
+      const int64_t* path = paths.data() + (b * k + q) * p.T;
+      if (std::isfinite(want)) {
+        // Random scores have no ties: the path must be the enumerated one.
+        for (int64_t t = 0; t < p.len[b]; ++t)
+          expect(path[t] == all[q].y[t], tag + " path b=" + std::to_string(b));
+      } else {
+        for (int64_t t = 0; t < p.T; ++t) expect(path[t] == -1, tag + " missing path is -1");
+      }
+      for (int64_t t = p.len[b]; t < p.T; ++t) expect(path[t] == -1, tag + " padding is -1");
+    }
+  }
+}
+
+void test_forward_backward(const Problem& p, const std::string& tag) {
+  const int64_t B = p.B, T = p.T, L = p.L;
+  std::vector<double> log_z(B), log_alpha(B * T * L), shift(B * T);
+  CrfForwardParams<double> fp;
+  fp.energy = p.view();
+  fp.log_z = log_z.data();
+  fp.log_alpha = log_alpha.data();
+  fp.log_alpha_shift = shift.data();
+  expect(cpu::crf_forward(fp, cpu::serial_exec()) == Status::kOk, tag + " forward status");
+  std::vector<double> grad(B, 1.0), ge(B * T * L), gt(L * L), gs(L), gend(L);
+  CrfBackwardParams<double> bp;
+  bp.energy = p.view();
+  bp.grad_log_z = grad.data();
+  bp.log_z = log_z.data();
+  bp.log_alpha = log_alpha.data();
+  bp.log_alpha_shift = shift.data();
+  bp.grad_emissions = ge.data();
+  bp.grad_transitions = gt.data();
+  bp.grad_start = gs.data();
+  bp.grad_end = gend.data();
+  expect(cpu::crf_backward(bp, cpu::serial_exec()) == Status::kOk, tag + " backward status");
+  std::vector<double> want_ge(B * T * L, 0.0), want_gt(L * L, 0.0), want_gs(L, 0.0),
+      want_gend(L, 0.0);
+  for (int64_t b = 0; b < B; ++b) {
+    const std::vector<Labeling> all = enumerate(p, b);
+    double m = -INFINITY;
+    for (const auto& lab : all) m = std::max(m, lab.score);
+    double z = 0;
+    for (const auto& lab : all) z += std::exp(lab.score - m);
+    const double want = std::isfinite(m) ? m + std::log(z) : -INFINITY;
+    expect(close(log_z[b], want), tag + " log Z b=" + std::to_string(b));
+    if (!std::isfinite(want)) continue;
+    const int64_t n = p.len[b];
+    for (const auto& lab : all) {
+      const double pr = std::exp(lab.score - want);
+      for (int64_t t = 0; t < n; ++t) want_ge[(b * T + t) * L + lab.y[t]] += pr;
+      for (int64_t t = 1; t < n; ++t) want_gt[lab.y[t - 1] * L + lab.y[t]] += pr;
+      want_gs[lab.y[0]] += pr;
+      want_gend[lab.y[n - 1]] += pr;
+    }
+  }
+  for (int64_t i = 0; i < B * T * L; ++i) expect(close(ge[i], want_ge[i]), tag + " unary marginal");
+  for (int64_t i = 0; i < L * L; ++i) expect(close(gt[i], want_gt[i]), tag + " pairwise marginal");
+  for (int64_t i = 0; i < L; ++i) {
+    expect(close(gs[i], want_gs[i]), tag + " start marginal");
+    expect(close(gend[i], want_gend[i]), tag + " end marginal");
+  }
+}
+
+// Relaxed energy (lr = 0 leaves the logits as they are).
+double relaxed_energy(const Problem& p, std::vector<double> z, int64_t b) {
+  std::vector<double> v(z.size(), 0.0), lr(p.B, 0.0), energy(p.B);
+  RelaxedStepParams<double> rp;
+  rp.energy = p.view();
+  rp.logits = z.data();
+  rp.velocity = v.data();
+  rp.lr = lr.data();
+  rp.momentum = 0.0;
+  rp.energy_out = energy.data();
+  cpu::relaxed_energy_step(rp, cpu::serial_exec());
+  return energy[b];
+}
+
+void test_relaxed_gradient(Problem p, std::mt19937& rng, const std::string& tag) {
+  p.allowed.clear();
+  std::normal_distribution<double> normal;
+  std::vector<double> z(p.B * p.T * p.L);
+  for (double& x : z) x = normal(rng);
+  std::vector<double> z1 = z, v(z.size(), 0.0), lr(p.B, 1.0), energy(p.B);
+  RelaxedStepParams<double> rp;
+  rp.energy = p.view();
+  rp.logits = z1.data();
+  rp.velocity = v.data();
+  rp.lr = lr.data();
+  rp.momentum = 0.5;
+  rp.energy_out = energy.data();
+  expect(cpu::relaxed_energy_step(rp, cpu::serial_exec()) == Status::kOk, tag + " relaxed status");
+  const double h = 1e-6;
+  for (int64_t b = 0; b < p.B; ++b)
+    for (int64_t t = 0; t < p.T; ++t)
+      for (int64_t j = 0; j < p.L; ++j) {
+        const int64_t i = (b * p.T + t) * p.L + j;
+        std::vector<double> zp = z, zm = z;
+        zp[i] += h;
+        zm[i] -= h;
+        const double fd = (relaxed_energy(p, zp, b) - relaxed_energy(p, zm, b)) / (2 * h);
+        const bool pad = t >= p.len[b];
+        // Velocity started at 0: v = g; z = z - lr v.
+        expect(close(v[i], pad ? 0.0 : fd, 1e-6), tag + " relaxed gradient");
+        expect(close(z1[i], pad ? z[i] : z[i] - v[i], 1e-12), tag + " relaxed update");
+      }
+}
+
+void test_nan_reported(std::mt19937& rng) {
+  Problem p = random_problem(rng, 2, 3, 3, false);
+  p.len = {3, 2};
+  p.em[(1 * 3 + 2) * 3] = NAN;  // padding: ignored
+  std::vector<int64_t> paths(6);
+  std::vector<double> scores(2);
+  ViterbiParams<double> vp;
+  vp.energy = p.view();
+  vp.paths = paths.data();
+  vp.scores = scores.data();
+  expect(cpu::viterbi(vp, cpu::serial_exec()) == Status::kOk, "NaN in padding ignored");
+  p.em[0] = NAN;
+  vp.energy = p.view();
+  expect(cpu::viterbi(vp, cpu::serial_exec()) == Status::kNanEmissions, "NaN emissions reported");
+  p.em[0] = 0;
+  p.tr[4] = NAN;
+  vp.energy = p.view();
+  expect(cpu::viterbi(vp, cpu::serial_exec()) == Status::kNanTransitions,
+         "NaN transitions reported");
+}
+
+}  // namespace
+
+int main() {
+  for (const std::string& isa : cpu::available_isas()) {
+    cpu::set_isa(isa);
+    std::printf("instruction set %s\n", isa.c_str());
+    std::mt19937 rng(1234);
+    for (int rep = 0; rep < 40; ++rep) {
+      const int64_t B = 1 + rep % 3, T = 1 + rep % 4, L = 1 + (rep / 4) % 3;
+      const bool masked = rep % 2 == 1;
+      const std::string tag = isa + " B=" + std::to_string(B) + " T=" + std::to_string(T) +
+                              " L=" + std::to_string(L) + (masked ? " masked" : "");
+      const Problem p = random_problem(rng, B, T, L, masked);
+      test_viterbi(p, 1, tag);
+      test_viterbi(p, 4, tag + " k=4");
+      test_forward_backward(p, tag);
+      test_relaxed_gradient(p, rng, tag);
+    }
+    test_nan_reported(rng);
+  }
+  std::printf("%s\n", failures ? "FAILED" : "all passed");
+  return failures ? 1 : 0;
+}
