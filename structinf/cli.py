@@ -1,0 +1,229 @@
+"""The ``structinf`` command.
+
+    structinf                      the quick study on the shipped Twitter POS data
+    structinf train-crf ...        train a BLSTM-CRF(+) energy
+    structinf evaluate ...         score a trained energy with an inference method
+    structinf tag ...              tag whitespace-tokenised text with a trained energy
+    structinf reproduce ...        the whole study for a task (tables and figures)
+    structinf bench ...            the speed benchmark (paper Table 3)
+
+Every subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+import torch
+
+__all__ = ["main", "build_parser"]
+
+TASK_NAMES = ("twitter-pos", "conll2003", "ewt-large")
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None,
+                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
+                        "or ../shared/data beside the checkout); Twitter POS ships inside the package")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="structinf",
+        description="Exact and approximate inference for neural structured prediction. "
+                    "With no subcommand: the quick study on the shipped Twitter POS data.")
+    sub = parser.add_subparsers(dest="command")
+
+    p = sub.add_parser("train-crf", help="train a BLSTM-CRF or BLSTM-CRF+ energy",
+                       description="Train a BLSTM-CRF(+) energy by conditional log-likelihood, "
+                                   "early-stopped on the dev score; evaluate it with Viterbi.")
+    p.add_argument("--task", choices=TASK_NAMES, default="twitter-pos")
+    p.add_argument("--model", choices=("blstm-crf", "blstm-crf+"), default="blstm-crf+")
+    p.add_argument("--out", type=Path, default=None,
+                   help="checkpoint folder (default: runs/<task>/<model>)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--patience", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--hidden", type=int, default=None,
+                   help="BLSTM size per direction (default: the paper's for the task)")
+    p.add_argument("--constrained", action="store_true",
+                   help="BIOES transition constraints in training and decoding (NER)")
+    p.add_argument("--embeddings", type=Path, default=None,
+                   help="GloVe / word2vec text file to initialise word vectors")
+    p.add_argument("--freeze-embeddings", action="store_true",
+                   help="keep loaded word vectors fixed")
+    p.add_argument("--lowercase", action="store_true", help="lowercase the word vocabulary")
+    _add_common(p)
+
+    p = sub.add_parser("evaluate", help="score a trained energy on a split",
+                       description="Decode a split with an inference method and report the "
+                                   "task metric and the average energy.")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--split", choices=("dev", "test", "both"), default="test")
+    p.add_argument("--method", choices=("viterbi", "gd"), default="viterbi")
+    p.add_argument("--iterations", type=int, default=50, help="gradient-descent iterations")
+    p.add_argument("--lr", type=float, default=1.0, help="gradient-descent learning rate")
+    p.add_argument("--json-out", type=Path, default=None, help="also write the scores as JSON")
+    _add_common(p)
+
+    p = sub.add_parser("tag", help="tag whitespace-tokenised text with a trained energy",
+                       description="Read one sentence per line (tokens separated by whitespace) "
+                                   "from a file or stdin; write token<TAB>label lines, a blank "
+                                   "line after each sentence.")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("input", nargs="?", default="-", help="input file (default: stdin)")
+    p.add_argument("--output", default="-", help="output file (default: stdout)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, default=None)
+
+    return parser
+
+
+def _setup(args) -> None:
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+
+
+def cmd_train_crf(args) -> int:
+    from .data import load_embeddings
+    from .pipeline import energy_train_config, predict, prepare, score_ids, train_energy
+
+    out = args.out or Path("runs") / args.task / args.model
+    if out.exists() and not args.overwrite:
+        print(f"structinf train-crf: {out} exists; choose another --out or pass --overwrite",
+              file=sys.stderr)
+        return 2
+    p = prepare(args.task, data_dir=args.data_dir, lowercase=args.lowercase)
+    cfg = energy_train_config(args.task, epochs=args.epochs, batch_size=args.batch_size,
+                              optimizer=args.optimizer, lr=args.lr, patience=args.patience,
+                              seed=args.seed)
+    vectors = None
+    word_dim = 100
+    if args.embeddings is not None:
+        loaded = load_embeddings(args.embeddings, p.words)
+        vectors, word_dim = loaded.weight, loaded.weight.shape[1]
+        print(f"loaded {loaded.hits} of {len(p.words)} word vectors from {args.embeddings}")
+    start = time.perf_counter()
+    model, history = train_energy(
+        p, plus=args.model.endswith("+"), out=out, cfg=cfg, hidden=args.hidden,
+        word_dim=word_dim, constrained=args.constrained, progress=not args.no_progress,
+        device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings)
+    scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device))
+              for split in ("dev", "test")}
+    result = {"task": args.task, "model": args.model, "checkpoint": str(out),
+              "metric": p.task.metric, "dev": scores["dev"], "test": scores["test"],
+              "epochs_run": len(history), "best_epoch": max(history, key=lambda r: r.dev).epoch,
+              "train_seconds": time.perf_counter() - start, "train_config": cfg.to_dict(),
+              "learning_curve": [{"epoch": r.epoch, "loss": r.loss, "dev": r.dev} for r in history]}
+    from .checkpoint import write_json_atomic
+    write_json_atomic(out / "results.json", result)
+    print(f"{args.task} {args.model}: dev {p.task.metric} {scores['dev']:.4f}, "
+          f"test {scores['test']:.4f} (best epoch {result['best_epoch']} of {len(history)}); "
+          f"checkpoint {out}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import decode
+    from .checkpoint import load_checkpoint, write_json_atomic
+    from .pipeline import iterate, predict, prepare_from_extra, score_ids
+
+    model, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    p = prepare_from_extra(extra, data_dir=args.data_dir)
+    splits = ("dev", "test") if args.split == "both" else (args.split,)
+    out = {"checkpoint": str(args.checkpoint), "task": p.task.name, "method": args.method}
+    for split in splits:
+        energies: List[float] = []
+
+        def run(batch):
+            energy = model.energy(batch).detach()
+            if args.method == "viterbi":
+                labels = decode.viterbi(energy).labels
+            else:
+                labels = decode.gradient_descent(energy, iterations=args.iterations,
+                                                 lr=args.lr, seed=0).labels
+            energies.extend(energy.energy(labels).tolist())
+            return labels
+
+        pred = predict(run, p.encoded[split], device=args.device)
+        score = score_ids(p, split, pred)
+        out[split] = {p.task.metric: score, "avg_energy": sum(energies) / len(energies)}
+        print(f"{p.task.name} {split} {args.method}: {p.task.metric} {score:.4f}, "
+              f"average energy {out[split]['avg_energy']:.3f}")
+    if args.json_out:
+        write_json_atomic(args.json_out, out)
+    return 0
+
+
+def _read_sentences(stream) -> List[List[str]]:
+    return [line.split() for line in stream if line.strip()]
+
+
+def cmd_tag(args) -> int:
+    from .checkpoint import load_checkpoint
+    from .data import Sentence, Vocab, LabelSet, encode_sentences
+    from .pipeline import MAX_WORD_LEN, predict
+
+    model, extra = load_checkpoint(args.checkpoint)
+    words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])
+    labels = LabelSet.from_dict(extra["labels"])
+    if args.input == "-":
+        sentences = _read_sentences(sys.stdin)
+    else:
+        with open(args.input, encoding="utf-8") as f:
+            sentences = _read_sentences(f)
+    if not sentences:
+        return 0
+    encoded = encode_sentences([Sentence(tokens, ["_"] * len(tokens)) for tokens in sentences],
+                               words, None, chars, MAX_WORD_LEN)
+    pred = predict(model.decode, encoded, args.batch_size)
+    lines = []
+    for tokens, ids in zip(sentences, pred):
+        lines.extend(f"{tok}\t{lab}" for tok, lab in zip(tokens, labels.decode(ids)))
+        lines.append("")
+    text = "\n".join(lines) + "\n"
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    _setup(args)
+    handlers = {"train-crf": cmd_train_crf, "evaluate": cmd_evaluate, "tag": cmd_tag}
+    handler = handlers.get(args.command) or args.func
+    try:
+        return handler(args)
+    except (OSError, ValueError, KeyError) as exc:
+        # Bad input (a missing file, a malformed data file or checkpoint, a bad
+        # setting): one clear line, no traceback.
+        if getattr(args, "verbose", False):
+            raise
+        print(f"structinf {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Energies (BLSTM-CRF, BLSTM-CRF+), training, checkpoints and the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from structinf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from structinf.data import Sentence, load_task
+from structinf.data.tasks import TaskData
+from structinf.models import BLSTMCRF, energy_model_config
+from structinf.pipeline import predict, prepare, score_ids, train_energy
+from structinf.train import TrainConfig, fit
+
+
+def _tiny_task(n=20) -> TaskData:
+    full = load_task("twitter-pos")
+    train = full.train[:n]
+    return TaskData("twitter-pos", train, train, train, full.labels, full.metric)
+
+
+def _model(p, plus, hidden=16):
+    cfg = energy_model_config("twitter-pos", p.labels.labels, len(p.words), len(p.chars),
+                              plus=plus, hidden=hidden, word_dim=16)
+    return BLSTMCRF(cfg)
+
+
+@pytest.mark.parametrize("plus", [False, True])
+def test_crf_overfits_twenty_sentences(plus):
+    p = prepare(_tiny_task(20))
+    cfg = TrainConfig(epochs=60, batch_size=5, lr=0.02, patience=60, unk_replace=0.0, seed=1)
+    model, history = train_energy(p, plus=plus, out=None, cfg=cfg, hidden=32, word_dim=32,
+                                  progress=False)
+    acc = score_ids(p, "train", predict(model.decode, p.encoded["train"]))
+    assert acc == 1.0, history[-1]
+
+
+def test_energy_model_outputs_an_energy_tuple():
+    p = prepare(_tiny_task(8))
+    model = _model(p, plus=True).eval()
+    from structinf.pipeline import iterate
+    batch = next(iterate(p.encoded["train"], 8))
+    e = model.energy(batch)
+    B, T = batch.words.shape
+    assert e.emissions.shape == (B, T, len(p.labels.labels))
+    assert e.transitions.shape == (25, 25)
+    labels = model.decode(batch)
+    assert ((labels >= 0) == batch.mask).all()
+    # Viterbi labels have the lowest energy of these candidates.
+    assert (e.energy(labels) <= e.energy(batch.tags) + 1e-5).all()
+
+
+def test_training_is_reproducible_bit_for_bit():
+    p = prepare(_tiny_task(12))
+    cfg = TrainConfig(epochs=2, batch_size=4, seed=3)
+    a, _ = train_energy(p, plus=True, out=None, cfg=cfg, hidden=8, word_dim=8, progress=False)
+    b, _ = train_energy(p, plus=True, out=None, cfg=cfg, hidden=8, word_dim=8, progress=False)
+    for (ka, va), (kb, vb) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert ka == kb and torch.equal(va, vb), ka
+
+
+def test_checkpoint_round_trip_and_no_silent_overwrite(tmp_path):
+    p = prepare(_tiny_task(8))
+    model = _model(p, plus=True).eval()
+    path = tmp_path / "ckpt"
+    save_checkpoint(path, model, extra=p.vocab_extra())
+    loaded, extra = load_checkpoint(path)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    assert extra["task"] == "twitter-pos"
+    assert predict(model.decode, p.encoded["train"]) == predict(loaded.decode, p.encoded["train"])
+    with pytest.raises(FileExistsError):
+        save_checkpoint(path, model)
+    save_checkpoint(path, model, overwrite=True)
+    assert sorted(x.name for x in tmp_path.iterdir()) == ["ckpt"]  # no temporary leftovers
+    # Weights load without unpickling anything: the config is plain JSON.
+    meta = json.loads((path / "config.json").read_text())
+    assert meta["class"] == "BLSTMCRF" and meta["format"] == "structinf-checkpoint"
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"format": "other"}))
+    (tmp_path / "weights.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError):
+        load_checkpoint(tmp_path)
+
+
+def test_fit_rejects_bad_config():
+    with pytest.raises(ValueError, match="'optimizer'"):
+        TrainConfig(optimizer="rmsprop")
+    with pytest.raises(ValueError, match="'lr'"):
+        TrainConfig(lr=0)
+
+
+def test_fit_early_stops_and_keeps_best():
+    p = prepare(_tiny_task(6))
+    model = _model(p, plus=False)
+    scores = iter([0.5, 0.7, 0.6, 0.4, 0.3, 0.9])
+    history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), lambda m: next(scores),
+                  TrainConfig(epochs=6, batch_size=3, patience=2), progress=False)
+    assert [h.epoch for h in history] == [1, 2, 3, 4]
+    assert [h.best for h in history] == [True, True, False, False]
+
+
+def _cli(*args, stdin=None, cwd=None):
+    return subprocess.run([sys.executable, "-m", "structinf.cli", *args], input=stdin,
+                          capture_output=True, text=True, cwd=cwd, timeout=600)
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "tp"
+    r = _cli("train-crf", "--task", "twitter-pos", "--model", "blstm-crf+", "--epochs", "1",
+             "--hidden", "8", "--no-progress", "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    res = json.loads((out / "results.json").read_text())
+    assert 0 < res["test"] <= 1 and res["epochs_run"] == 1
+    r = _cli("tag", "--checkpoint", str(out), stdin="I love this !\nok\n")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.split("\n")
+    assert lines[0].startswith("I\t") and lines[4] == "" and lines[5].startswith("ok\t")
+    tags = {line.split("\t")[1] for line in lines if line}
+    assert tags <= set(load_task("twitter-pos").labels)
+    r = _cli("evaluate", "--checkpoint", str(out), "--split", "dev", "--json-out",
+             str(tmp_path / "ev.json"))
+    assert r.returncode == 0, r.stderr
+    ev = json.loads((tmp_path / "ev.json").read_text())
+    assert abs(ev["dev"]["accuracy"] - res["dev"]) < 1e-9
+    # An existing checkpoint is never replaced without --overwrite.
+    r = _cli("train-crf", "--task", "twitter-pos", "--epochs", "1", "--out", str(out))
+    assert r.returncode == 2 and "--overwrite" in r.stderr
+
+
+def test_cli_bad_arguments(tmp_path):
+    r = _cli("train-crf", "--task", "pos")
+    assert r.returncode == 2 and "--task" in r.stderr
+    r = _cli("evaluate", "--checkpoint", str(tmp_path / "missing"))
+    assert r.returncode != 0 and "not a structinf checkpoint" in r.stderr
+    r = _cli("train-crf", "--epochs", "0", "--out", str(tmp_path / "x"))
+    assert r.returncode != 0 and "'epochs'" in r.stderr
