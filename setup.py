@@ -28,6 +28,7 @@ CPU_SOURCES = [
     "csrc/kernels/cpu/dispatch.cpp",
     "csrc/kernels/cpu/kernels_base.cpp",
     "csrc/kernels/cpu/kernels_avx2.cpp",
+    "csrc/bindings/autograd.cpp",
     "csrc/bindings/checks.cpp",
     "csrc/bindings/ops_cpu.cpp",
     "csrc/bindings/registration.cpp",

@@ -255,6 +255,25 @@ def test_relaxed_step_matches_reference(shape, dtype, cpu_isa):
     assert torch.equal(z[pad], z0[pad]) and torch.equal(v[pad], v0[pad])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relaxed_multi_step_equals_repeated_steps(dtype, cpu_isa):
+    (em, tr, st_, en, lens), _ = make_energy(6, 9, 7, dtype=dtype)
+    g = torch.Generator().manual_seed(2)
+    z = torch.randn(6, 9, 7, generator=g, dtype=torch.float64).to(dtype)
+    lr = torch.rand(6, generator=g, dtype=torch.float64).to(dtype) * 3
+    z1, v1 = z.clone(), torch.zeros_like(z)
+    energies = ops.relaxed_energy_step_(z1, v1, em, tr, st_, en, lens, lr, 0.9, steps=7)
+    z2, v2 = z.clone(), torch.zeros_like(z)
+    one_by_one = torch.stack([ops.relaxed_energy_step_(z2, v2, em, tr, st_, en, lens, lr, 0.9)
+                              for _ in range(7)])
+    assert energies.shape == (7, 6)
+    torch.testing.assert_close(energies, one_by_one, rtol=0, atol=0)
+    torch.testing.assert_close(z1, z2, rtol=0, atol=0)
+    torch.testing.assert_close(v1, v2, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="'steps'"):
+        ops.relaxed_energy_step_(z1, v1, em, tr, st_, en, lens, lr, 0.9, steps=0)
+
+
 def test_relaxed_gradient_matches_autograd():
     (em, tr, st_, en, lens), _ = make_energy(4, 7, 5)
     z = torch.randn(4, 7, 5, dtype=torch.float64, requires_grad=True)
@@ -477,8 +496,9 @@ def test_opcheck_relaxed_step():
     z = torch.randn_like(em)
     v = torch.zeros_like(em)
     lr = torch.full((3,), 2.0, dtype=torch.float64)
-    torch.library.opcheck(torch.ops.structinf.relaxed_energy_step_.default,
-                          (z, v, em, tr, st_, en, lens, lr, 0.9))
+    for steps in (1, 3):
+        torch.library.opcheck(torch.ops.structinf.relaxed_energy_step_.default,
+                              (z, v, em, tr, st_, en, lens, lr, 0.9, steps))
 
 
 def test_torch_compile_fullgraph():

@@ -135,11 +135,11 @@ void raise_status(const char* op, Status status) {
     case Status::kNanLogits:
       TORCH_CHECK_VALUE(false, "structinf.", op,
                         ": argument 'logits' contains NaN or inf at a non-padding position "
-                        "(those sequences were left unchanged)");
+                        "(those sequences were not updated from then on)");
     case Status::kNanVelocity:
       TORCH_CHECK_VALUE(false, "structinf.", op,
                         ": argument 'velocity' contains NaN or inf at a non-padding position "
-                        "(those sequences were left unchanged)");
+                        "(those sequences were not updated from then on)");
     case Status::kNanLr:
       TORCH_CHECK_VALUE(false, "structinf.", op,
                         ": argument 'lr' contains NaN or inf (those sequences were left "

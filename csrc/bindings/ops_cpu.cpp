@@ -108,7 +108,7 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
                                    const at::Tensor& emissions, const at::Tensor& transitions,
                                    const at::Tensor& start, const at::Tensor& end,
                                    const at::Tensor& lengths, const at::Tensor& lr,
-                                   double momentum) {
+                                   double momentum, int64_t steps) {
   const char* op = "relaxed_energy_step_";
   const CheckedEnergy c =
       check_energy(op, emissions, transitions, start, end, lengths, std::nullopt);
@@ -123,12 +123,13 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
                     lr.device(), " but emissions is on ", emissions.device());
   TORCH_CHECK_VALUE(std::isfinite(momentum), "structinf.", op,
                     ": argument 'momentum' must be finite, got ", momentum);
+  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", steps);
   TORCH_CHECK_VALUE(!logits.is_same(velocity) && !logits.is_alias_of(velocity), "structinf.", op,
                     ": arguments 'logits' and 'velocity' must not share memory");
   // Work on contiguous tensors; copy back only if the caller's were not.
   at::Tensor z = logits.contiguous(), v = velocity.contiguous();
   const at::Tensor lr_c = lr.to(emissions.scalar_type()).contiguous();
-  at::Tensor energy = at::empty({c.B}, emissions.options());
+  at::Tensor energy = at::empty({steps, c.B}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_relaxed_step", [&] {
     RelaxedStepParams<scalar_t> p;
     p.energy = energy_view<scalar_t>(c);
@@ -136,6 +137,7 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
     p.velocity = v.data_ptr<scalar_t>();
     p.lr = lr_c.data_ptr<scalar_t>();
     p.momentum = static_cast<scalar_t>(momentum);
+    p.steps = steps;
     p.energy_out = energy.data_ptr<scalar_t>();
     const Status s = cpu::relaxed_energy_step(p, torch_exec());
     if (!z.is_same(logits)) logits.copy_(z);

@@ -39,7 +39,7 @@ TORCH_LIBRARY(structinf, m) {
   m.def(
       "relaxed_energy_step_(Tensor(a!) logits, Tensor(b!) velocity, Tensor emissions, "
       "Tensor transitions, Tensor start, Tensor end, Tensor lengths, Tensor lr, "
-      "float momentum=0.9) -> Tensor energy");
+      "float momentum=0.9, int steps=1) -> Tensor energy");
   // Instruction-set controls of the CPU kernels (used by tests and benchmarks).
   m.def("_cpu_isa", &cpu_isa);
   m.def("_cpu_isas", &cpu_isas);

@@ -60,7 +60,8 @@ struct RelaxedStepParams {
   scalar_t* velocity = nullptr;    // (B, T, L) in/out, updated in place at t < lengths[b]
   const scalar_t* lr = nullptr;    // (B,) learning rate per sequence
   scalar_t momentum = scalar_t(0.9);
-  scalar_t* energy_out = nullptr;  // (B,) out: relaxed energy before the step
+  int64_t steps = 1;               // steps to take (each sequence on its own)
+  scalar_t* energy_out = nullptr;  // (steps, B) out: relaxed energy before each step
 };
 
 // What a kernel reports back; the binding turns anything but kOk into an

@@ -1,6 +1,7 @@
-// One fused gradient-descent step on the relaxed energy (paper section 3).
+// Fused gradient-descent steps on the relaxed energy (paper section 3).
 //
-// Per sequence: p_t = softmax(z_t); E = -score(p); d_t = dE/dp_t needs W p_{t+1}
+// Sequences are independent, so each one runs all its steps while its rows
+// stay in cache; a training loop of N steps is one call. Per step and sequence: p_t = softmax(z_t); E = -score(p); d_t = dE/dp_t needs W p_{t+1}
 // and W^T p_{t-1}, which come from one matrix product P [W^T | W] over the
 // whole sequence (its rows stay in cache); then the softmax Jacobian,
 // the momentum update v = mu v + g and z -= lr_b v, written in place. Logits,
@@ -61,63 +62,72 @@ void relaxed_chunk(const RelaxedStepParams<T>& p, const RelaxedPrep<T>& pr, int6
     T* vel = p.velocity + b * T_ * L;
     const T* em = e.emissions + b * T_ * L;
     const T lr = p.lr[b];
-    // A sequence with a bad value is left untouched and reported.
-    int bad_here = 0;
-    if (!(lr - lr == T(0))) bad_here |= kBadLr;
-    if (!all_finite(z, n * L)) bad_here |= kBadLogits;
-    if (!all_finite(vel, n * L)) bad_here |= kBadVelocity;
-    if (any_nan(em, n * L)) bad_here |= kBadEmissions;
-    if (bad_here) {
-      bad |= bad_here;
+    if (!(lr - lr == T(0))) {
+      bad |= kBadLr;
+      continue;
+    }
+    if (any_nan(em, n * L)) {
+      bad |= kBadEmissions;
       continue;
     }
     P.resize(n * ld);
     Q.resize(n * ld2);
-    for (int64_t t = 0; t < n; ++t) {
-      const T* zt = z + t * L;
-      T* pt = P.data() + t * ld;
-      exp_shifted(zt, L, row_max(zt, L), pt, ld);
-      T s = T(0);
-      for (int64_t j = 0; j < L; ++j) s += pt[j];
-      const T inv = T(1) / s;
-      for (int64_t j = 0; j < L; ++j) pt[j] *= inv;
+    for (int64_t step = 0; step < p.steps; ++step) {
+      // A sequence with a bad value is left as it is from then on, and reported.
+      if (!all_finite(z, n * L)) {
+        bad |= kBadLogits;
+        break;
+      }
+      if (!all_finite(vel, n * L)) {
+        bad |= kBadVelocity;
+        break;
+      }
+      for (int64_t t = 0; t < n; ++t) {
+        const T* zt = z + t * L;
+        T* pt = P.data() + t * ld;
+        exp_shifted(zt, L, row_max(zt, L), pt, ld);
+        T s = T(0);
+        for (int64_t j = 0; j < L; ++j) s += pt[j];
+        const T inv = T(1) / s;
+        for (int64_t j = 0; j < L; ++j) pt[j] *= inv;
+      }
+      gemm<T, Semiring::kSum>(n, ld2, L, P.data(), ld, 1, pr.bm.data(), ld2, Q.data(), ld2, false);
+      double score = 0.0;
+      for (int64_t t = 0; t < n; ++t) {
+        const T* pt = P.data() + t * ld;
+        const T* et = em + t * L;
+        // d = -(e_t + W p_{t+1} + W^T p_{t-1} + start [t = 0] + end [t = n-1])
+        for (int64_t j = 0; j < L; ++j) d[j] = et[j];
+        if (t + 1 < n) {
+          const T* wp_next = Q.data() + (t + 1) * ld2;
+          for (int64_t j = 0; j < L; ++j) d[j] += wp_next[j];
+        }
+        score += dot(pt, et, L);
+        if (t > 0) {
+          const T* wtp_prev = Q.data() + (t - 1) * ld2 + ld;
+          for (int64_t j = 0; j < L; ++j) d[j] += wtp_prev[j];
+          score += dot(pt, wtp_prev, L);
+        }
+        if (t == 0) {
+          for (int64_t j = 0; j < L; ++j) d[j] += e.start[j];
+          score += dot(pt, e.start, L);
+        }
+        if (t == n - 1) {
+          for (int64_t j = 0; j < L; ++j) d[j] += e.end[j];
+          score += dot(pt, e.end, L);
+        }
+        // dE/dz = p * (dE/dp - <p, dE/dp>) with dE/dp = -d.
+        const T pd = static_cast<T>(dot(pt, d.data(), L));
+        T* zt = z + t * L;
+        T* vt = vel + t * L;
+        for (int64_t j = 0; j < L; ++j) {
+          const T g = pt[j] * (pd - d[j]);
+          vt[j] = mu * vt[j] + g;
+          zt[j] -= lr * vt[j];
+        }
+      }
+      p.energy_out[step * e.B + b] = static_cast<T>(-score);
     }
-    gemm<T, Semiring::kSum>(n, ld2, L, P.data(), ld, 1, pr.bm.data(), ld2, Q.data(), ld2, false);
-    double score = 0.0;
-    for (int64_t t = 0; t < n; ++t) {
-      const T* pt = P.data() + t * ld;
-      const T* et = em + t * L;
-      // d = -(e_t + W p_{t+1} + W^T p_{t-1} + start [t = 0] + end [t = n-1])
-      for (int64_t j = 0; j < L; ++j) d[j] = et[j];
-      if (t + 1 < n) {
-        const T* wp_next = Q.data() + (t + 1) * ld2;
-        for (int64_t j = 0; j < L; ++j) d[j] += wp_next[j];
-      }
-      score += dot(pt, et, L);
-      if (t > 0) {
-        const T* wtp_prev = Q.data() + (t - 1) * ld2 + ld;
-        for (int64_t j = 0; j < L; ++j) d[j] += wtp_prev[j];
-        score += dot(pt, wtp_prev, L);
-      }
-      if (t == 0) {
-        for (int64_t j = 0; j < L; ++j) d[j] += e.start[j];
-        score += dot(pt, e.start, L);
-      }
-      if (t == n - 1) {
-        for (int64_t j = 0; j < L; ++j) d[j] += e.end[j];
-        score += dot(pt, e.end, L);
-      }
-      // dE/dz = p * (dE/dp - <p, dE/dp>) with dE/dp = -d.
-      const T pd = static_cast<T>(dot(pt, d.data(), L));
-      T* zt = z + t * L;
-      T* vt = vel + t * L;
-      for (int64_t j = 0; j < L; ++j) {
-        const T g = pt[j] * (pd - d[j]);
-        vt[j] = mu * vt[j] + g;
-        zt[j] -= lr * vt[j];
-      }
-    }
-    p.energy_out[b] = static_cast<T>(-score);
   }
   if (bad) bad_seen.fetch_or(bad, std::memory_order_relaxed);
 }
@@ -131,7 +141,7 @@ Status relaxed_energy_step_impl(const RelaxedStepParams<T>& p, const Exec& exec)
   if (!all_finite(e.end, e.L)) return Status::kNonFiniteEnd;
   const RelaxedPrep<T> pr = relaxed_prepare(e);
   std::atomic<int> bad{0};
-  exec.parallel_for(e.B, grain_for(e.T * e.L * (e.L + 8)), [&](int64_t b0, int64_t b1) {
+  exec.parallel_for(e.B, grain_for(p.steps * e.T * e.L * (e.L + 8)), [&](int64_t b0, int64_t b1) {
     relaxed_chunk(p, pr, b0, b1, bad);
   });
   const int flags = bad.load();
