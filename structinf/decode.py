@@ -93,7 +93,7 @@ def gradient_descent(
     init: Optional[Tensor] = None,
     seed: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
-    init_scale: float = 1.0,
+    init_scale: float = 0.1,
     record_at: Iterable[int] = (),
 ) -> GradientDescentResult:
     """Gradient-descent inference on the relaxed energy (paper section 3).
@@ -109,8 +109,10 @@ def gradient_descent(
         lr: a number or a (B,) tensor (one learning rate per sequence).
         momentum: mu in ``v = mu v + g``.
         init: (B, T, L) initial logits (e.g. an inference network's, for a warm
-            start); not modified. Otherwise ``init_scale * N(0, 1)`` logits drawn
-            from ``generator`` or from a generator seeded with ``seed``.
+            start); not modified. Otherwise logits uniform in
+            ``[-init_scale, init_scale]`` (near-uniform label distributions, so
+            the softmax is far from saturation) drawn from ``generator`` or from
+            a generator seeded with ``seed``.
         record_at: iteration counts n at which to record the argmax labels.
     """
     _check_relaxable(energy)
@@ -127,8 +129,8 @@ def gradient_descent(
         if generator is None:
             generator = torch.Generator(device=em.device)
             generator.manual_seed(0 if seed is None else seed)
-        logits = torch.randn(B, T, L, generator=generator, device=em.device, dtype=em.dtype)
-        logits.mul_(init_scale)
+        logits = torch.rand(B, T, L, generator=generator, device=em.device, dtype=em.dtype)
+        logits.mul_(2 * init_scale).sub_(init_scale)
     if isinstance(lr, Tensor):
         if lr.shape != (B,):
             raise ValueError(f"gradient_descent: argument 'lr' must be a number or a (B,) "
