@@ -171,14 +171,14 @@ def gd_autograd_sgd(emissions: Tensor, transitions: Tensor, start: Tensor, end: 
                     momentum: float = GD_MOMENTUM, seed: int = 0) -> Tensor:
     """Gradient-descent inference as a user writes it with autograd and ``torch.optim.SGD``.
 
-    Same initial logits as :func:`structinf.decode.gradient_descent` (standard
-    normal from a generator seeded with ``seed``), same update (SGD momentum:
+    Same initial logits as :func:`structinf.decode.gradient_descent` (uniform in
+    [-0.1, 0.1] from a generator seeded with ``seed``), same update (SGD momentum:
     ``v = mu v + g``, ``z -= lr v``). Returns the final logits (B, T, L).
     """
     B, T, L = emissions.shape
     g = torch.Generator(device=emissions.device).manual_seed(seed)
-    z = torch.randn(B, T, L, generator=g, device=emissions.device, dtype=emissions.dtype)
-    z.requires_grad_()
+    z = torch.rand(B, T, L, generator=g, device=emissions.device, dtype=emissions.dtype)
+    z = (z * 0.2 - 0.1).requires_grad_()
     opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
     for _ in range(iterations):
         opt.zero_grad()

@@ -90,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
 
+    from .experiments import reproduce as _rep
+    _rep.add_arguments(sub.add_parser(
+        "reproduce", help="the whole study for a task (tables, figures)",
+        description=_rep.DESCRIPTION))
     return parser
 
 
@@ -208,9 +212,8 @@ def cmd_tag(args) -> int:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
-        parser.print_help()
-        return 0
+    if args.command is None:  # the main job: the quick study on the shipped data
+        args = parser.parse_args(["reproduce"])
     _setup(args)
     handlers = {"train-crf": cmd_train_crf, "evaluate": cmd_evaluate, "tag": cmd_tag}
     handler = handlers.get(args.command) or args.func

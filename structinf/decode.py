@@ -7,6 +7,9 @@ energy tuple) and returns the labels plus what it found.
 >>> import structinf.decode as decode
 >>> best = decode.viterbi(energy)
 >>> gd = decode.gradient_descent(energy, iterations=50, lr=1.0, seed=0)
+>>> net = decode.inference_network(infnet, batch, energy)
+>>> tailored = decode.instance_tailored(infnet, batch, energy, iterations=5, lr=0.01)
+>>> warm = decode.warm_start(infnet, batch, energy, iterations=5, lr=10.0)
 """
 
 from __future__ import annotations
@@ -17,14 +20,18 @@ from typing import Dict, Iterable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from . import ops, reference
+from . import ops
 from .energy import LinearChainEnergy
 
 __all__ = [
     "ViterbiResult",
     "GradientDescentResult",
+    "InferenceNetworkResult",
     "viterbi",
     "gradient_descent",
+    "inference_network",
+    "instance_tailored",
+    "warm_start",
     "relaxed_labels",
 ]
 
@@ -159,7 +166,67 @@ def gradient_descent(
             seconds_at[stop] = time.perf_counter() - start_time
     mask = energy.mask
     relaxed = torch.where(mask[..., None], logits.softmax(-1), torch.zeros_like(logits))
-    energies.append(reference.relaxed_energy_vectorized(em, tr, st, en, energy.lengths,
-                                                        relaxed)[None])
+    # The energy after the last step, from the kernel: with lr = 0 it leaves the
+    # logits as they are (it only touches the velocity, which is discarded).
+    energies.append(ops.relaxed_energy_step_(logits, velocity, em, tr, st, en, energy.lengths,
+                                             torch.zeros_like(lr_t), momentum)[None])
     return GradientDescentResult(relaxed_labels(logits, energy.lengths), torch.cat(energies),
                                  relaxed, logits, labels_at, seconds_at)
+
+
+class InferenceNetworkResult(NamedTuple):
+    """labels: (B, T) argmax, -1 at padding; relaxed: (B, T, L) softmax output
+    (0 at padding); logits: (B, T, L); energy / relaxed_energy: (B,) energies of
+    the labels / of the relaxed output under the given energy (None without one)."""
+
+    labels: Tensor
+    relaxed: Tensor
+    logits: Tensor
+    energy: Optional[Tensor]
+    relaxed_energy: Optional[Tensor]
+
+
+def _infnet_result(logits: Tensor, lengths: Tensor,
+                   energy: Optional[LinearChainEnergy]) -> InferenceNetworkResult:
+    T = logits.shape[1]
+    mask = torch.arange(T, device=logits.device)[None, :] < lengths[:, None]
+    relaxed = torch.where(mask[..., None], logits.softmax(-1), torch.zeros_like(logits))
+    labels = relaxed_labels(logits, lengths)
+    if energy is None:
+        return InferenceNetworkResult(labels, relaxed, logits, None, None)
+    return InferenceNetworkResult(labels, relaxed, logits, energy.energy(labels),
+                                  energy.energy(relaxed))
+
+
+@torch.no_grad()
+def inference_network(infnet, batch, energy: Optional[LinearChainEnergy] = None
+                      ) -> InferenceNetworkResult:
+    """An inference network's output for a batch (paper section 4): argmax labels,
+    the relaxed output, and (given the energy) both of their energies."""
+    from .infnet import warm_start_logits
+
+    return _infnet_result(warm_start_logits(infnet, batch), batch.lengths, energy)
+
+
+def instance_tailored(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
+                      lr: float, momentum: float = 0.9,
+                      chunk_size: Optional[int] = None) -> InferenceNetworkResult:
+    """Instance-tailored inference network (paper 4.2.1): a fresh copy of ``infnet``
+    per example, ``iterations`` steps of SGD with momentum on that example's
+    energy, then its output. ``infnet`` itself is never changed."""
+    from .infnet import instance_tailored_logits
+
+    logits = instance_tailored_logits(infnet, batch, energy, iterations=iterations, lr=lr,
+                                      momentum=momentum, chunk_size=chunk_size)
+    with torch.no_grad():
+        return _infnet_result(logits, batch.lengths, energy)
+
+
+def warm_start(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
+               lr: Union[float, Tensor], momentum: float = 0.9,
+               record_at: Iterable[int] = ()) -> GradientDescentResult:
+    """Gradient descent started from an inference network's logits (paper 4.2.2)."""
+    from .infnet import warm_start_logits
+
+    return gradient_descent(energy, iterations=iterations, lr=lr, momentum=momentum,
+                            init=warm_start_logits(infnet, batch), record_at=record_at)

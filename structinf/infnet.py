@@ -31,7 +31,7 @@ from .pipeline import Prepared, predict, score_ids
 from .train import EpochRecord, TrainConfig, fit, seed_everything
 
 __all__ = ["ANNEAL_RATE", "annealed_lambda", "local_loss", "infnet_loss", "train_infnet",
-           "instance_tailored_logits", "warm_start_logits"]
+           "instance_tailored_logits", "instance_tailored_trajectory", "warm_start_logits"]
 
 #: lambda_e = lambda * exp(-ANNEAL_RATE * e) with annealing (paper section 7).
 ANNEAL_RATE = 0.01
@@ -202,6 +202,22 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
                              chunk_size: Optional[int] = None) -> Tensor:
     """Instance-tailored inference network (paper 4.2.1): tailored logits (B, T, L).
 
+    See :func:`instance_tailored_trajectory`, of which this is the logits after
+    ``iterations`` steps.
+    """
+    if iterations < 0:
+        raise ValueError(f"instance_tailored_logits: argument 'iterations' must be >= 0, "
+                         f"got {iterations}")
+    return instance_tailored_trajectory(model, batch, energy, record_at=[iterations], lr=lr,
+                                        momentum=momentum, chunk_size=chunk_size)[iterations]
+
+
+def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
+                                 energy: LinearChainEnergy, *, record_at: Sequence[int],
+                                 lr: float, momentum: float = 0.9,
+                                 chunk_size: Optional[int] = None) -> Dict[int, Tensor]:
+    """Instance-tailored inference networks (paper 4.2.1), recorded along the way.
+
     For each example, a fresh copy of the trained network's parameters takes
     ``iterations`` steps of SGD with momentum (``v = momentum * v + g``,
     ``psi -= lr * v``, ``v`` starting at zero) on ``E(x, softmax(A_psi(x)))`` of
@@ -224,16 +240,20 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
         model: the trained inference network.
         batch: words (B, T), chars (B, T, C) or None, lengths (B,).
         energy: the batch's energy (emissions (B, T, L)); no ``allowed`` mask.
-        iterations: N >= 0 steps (N = 0 returns the network's own logits).
+        record_at: step counts N >= 0 after which to record the logits
+            (N = 0 is the network's own logits); the copies run to the largest.
         lr: step size > 0. momentum: in [0, 1).
         chunk_size: examples tailored together (>= 1), or None for all of them.
 
     Returns:
-        (B, T, L) logits of the tailored copies, zero at padding (no autograd graph).
+        {N: (B, T, L) logits of the tailored copies after N steps}, zero at
+        padding (no autograd graph).
     """
-    if iterations < 0:
-        raise ValueError(f"instance_tailored_logits: argument 'iterations' must be >= 0, "
-                         f"got {iterations}")
+    record = sorted({int(n) for n in record_at})
+    if not record or record[0] < 0:
+        raise ValueError(f"instance_tailored_trajectory: argument 'record_at' must hold step "
+                         f"counts >= 0, got {list(record_at)}")
+    iterations = record[-1]
     if not lr > 0:
         raise ValueError(f"instance_tailored_logits: argument 'lr' must be > 0, got {lr}")
     if not 0 <= momentum < 1:
@@ -249,7 +269,7 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
                          f"{tuple(energy.emissions.shape)}, expected {(B, T, L)} for this batch")
     _check_relaxable(energy, "instance_tailored_logits")
     if B == 0:
-        return energy.emissions.new_zeros((0, T, L))
+        return {n: energy.emissions.new_zeros((0, T, L)) for n in record}
 
     word_key = "embedder.words.weight"
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -280,7 +300,7 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
     final_logits = vmap(logits_one, in_dims=(0, 0, chars_dim, 0))
 
     chunk = B if chunk_size is None else chunk_size
-    outs = []
+    outs: Dict[int, list] = {n: [] for n in record}
     with torch.no_grad():
         for s in range(0, B, chunk):
             e = min(B, s + chunk)
@@ -295,14 +315,17 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
             chars = batch.chars[s:e] if has_chars else None
             lengths = batch.lengths[s:e]
             velocity = {k: torch.zeros_like(v) for k, v in tuned.items()}
-            for _ in range(iterations):
+            for step in range(iterations + 1):
+                if step in outs:
+                    outs[step].append(final_logits(tuned, words, chars, lengths))
+                if step == iterations:
+                    break
                 with torch.enable_grad():
                     g = step_grad(tuned, words, chars, lengths, em[s:e])
                 for k in tuned_names:
                     velocity[k].mul_(momentum).add_(g[k])
                     tuned[k].sub_(lr * velocity[k])
-            outs.append(final_logits(tuned, words, chars, lengths))
-    return torch.cat(outs, 0)
+    return {n: torch.cat(v, 0) for n, v in outs.items()}
 
 
 @torch.no_grad()

@@ -134,8 +134,9 @@ void raise_status(const char* op, Status status) {
       TORCH_CHECK_VALUE(false, "structinf.", op, ": argument 'end' must be finite");
     case Status::kNanLogits:
       TORCH_CHECK_VALUE(false, "structinf.", op,
-                        ": argument 'logits' contains NaN or inf at a non-padding position "
-                        "(those sequences were not updated from then on)");
+                        ": argument 'logits' contains NaN or inf at a non-padding position, or "
+                        "overflowed during the steps (learning rate too large); those "
+                        "sequences stopped there");
     case Status::kNanVelocity:
       TORCH_CHECK_VALUE(false, "structinf.", op,
                         ": argument 'velocity' contains NaN or inf at a non-padding position "

@@ -49,18 +49,38 @@ class Buffer {
 template <typename T>
 constexpr T kInf = std::numeric_limits<T>::infinity();
 
+// The checks below accumulate over whole vectors (no early exit), so they run
+// at memory speed: they sit on every op's hot path.
+
+// Some x[i] is NaN.
 template <typename T>
 inline bool any_nan(const T* x, int64_t n) {
-  bool bad = false;
-  for (int64_t i = 0; i < n; ++i) bad |= (x[i] != x[i]);
-  return bad;
+  constexpr int W = kLanes<T>;
+  IVec<T> bad = {};
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const Vec<T> v = vload(x + i);
+    bad |= (v != v);
+  }
+  bool out = false;
+  for (int k = 0; k < W; ++k) out |= bad[k] != 0;
+  for (; i < n; ++i) out |= (x[i] != x[i]);
+  return out;
 }
 
+// Every x[i] is finite (x - x is 0 for finite x and NaN otherwise).
 template <typename T>
 inline bool all_finite(const T* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i)
-    if (!(x[i] - x[i] == T(0))) return false;
-  return true;
+  constexpr int W = kLanes<T>;
+  Vec<T> acc = {};
+  int64_t i = 0;
+  for (; i + W <= n; i += W) {
+    const Vec<T> v = vload(x + i);
+    acc += v - v;
+  }
+  T s = hsum(acc);
+  for (; i < n; ++i) s += x[i] - x[i];
+  return s == T(0);
 }
 
 // max over x[0:n]; -inf for n == 0. NaN entries are ignored (callers check NaN
@@ -91,11 +111,17 @@ inline T log_sum_exp(const T* x, int64_t n) {
   return m + slog(s);
 }
 
-// NaN or +inf (a score of +inf makes log Z meaningless).
+// NaN or +inf (a score of +inf makes log Z meaningless; -inf is "forbidden").
 template <typename T>
 inline bool bad_scores(const T* x, int64_t n) {
+  constexpr int W = kLanes<T>;
+  const Vec<T> inf = vset1(kInf<T>);
+  IVec<T> ok = ~IVec<T>{};
+  int64_t i = 0;
+  for (; i + W <= n; i += W) ok &= (vload(x + i) < inf);
   bool bad = false;
-  for (int64_t i = 0; i < n; ++i) bad |= !(x[i] < kInf<T>);
+  for (int k = 0; k < W; ++k) bad |= ok[k] == 0;
+  for (; i < n; ++i) bad |= !(x[i] < kInf<T>);
   return bad;
 }
 

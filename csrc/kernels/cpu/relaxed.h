@@ -40,10 +40,25 @@ RelaxedPrep<T> relaxed_prepare(const EnergyView<T>& e) {
 }
 
 template <typename T>
-inline double dot(const T* a, const T* b, int64_t n) {
-  T s = T(0);
-  for (int64_t j = 0; j < n; ++j) s += a[j] * b[j];
-  return static_cast<double>(s);
+inline T dot(const T* a, const T* b, int64_t n) {
+  constexpr int W = kLanes<T>;
+  Vec<T> acc = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) acc += vload(a + j) * vload(b + j);
+  T s = hsum(acc);
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+
+template <typename T>
+inline T sum(const T* a, int64_t n) {
+  constexpr int W = kLanes<T>;
+  Vec<T> acc = {};
+  int64_t j = 0;
+  for (; j + W <= n; j += W) acc += vload(a + j);
+  T s = hsum(acc);
+  for (; j < n; ++j) s += a[j];
+  return s;
 }
 
 enum RelaxedBad : int { kBadLogits = 1, kBadVelocity = 2, kBadEmissions = 4, kBadLr = 8 };
@@ -70,25 +85,22 @@ void relaxed_chunk(const RelaxedStepParams<T>& p, const RelaxedPrep<T>& pr, int6
       bad |= kBadEmissions;
       continue;
     }
+    if (!all_finite(z, n * L)) {
+      bad |= kBadLogits;
+      continue;
+    }
+    if (!all_finite(vel, n * L)) {
+      bad |= kBadVelocity;
+      continue;
+    }
     P.resize(n * ld);
     Q.resize(n * ld2);
     for (int64_t step = 0; step < p.steps; ++step) {
-      // A sequence with a bad value is left as it is from then on, and reported.
-      if (!all_finite(z, n * L)) {
-        bad |= kBadLogits;
-        break;
-      }
-      if (!all_finite(vel, n * L)) {
-        bad |= kBadVelocity;
-        break;
-      }
       for (int64_t t = 0; t < n; ++t) {
         const T* zt = z + t * L;
         T* pt = P.data() + t * ld;
         exp_shifted(zt, L, row_max(zt, L), pt, ld);
-        T s = T(0);
-        for (int64_t j = 0; j < L; ++j) s += pt[j];
-        const T inv = T(1) / s;
+        const T inv = T(1) / sum(pt, L);
         for (int64_t j = 0; j < L; ++j) pt[j] *= inv;
       }
       gemm<T, Semiring::kSum>(n, ld2, L, P.data(), ld, 1, pr.bm.data(), ld2, Q.data(), ld2, false);
@@ -102,22 +114,22 @@ void relaxed_chunk(const RelaxedStepParams<T>& p, const RelaxedPrep<T>& pr, int6
           const T* wp_next = Q.data() + (t + 1) * ld2;
           for (int64_t j = 0; j < L; ++j) d[j] += wp_next[j];
         }
-        score += dot(pt, et, L);
+        score += static_cast<double>(dot(pt, et, L));
         if (t > 0) {
           const T* wtp_prev = Q.data() + (t - 1) * ld2 + ld;
           for (int64_t j = 0; j < L; ++j) d[j] += wtp_prev[j];
-          score += dot(pt, wtp_prev, L);
+          score += static_cast<double>(dot(pt, wtp_prev, L));
         }
         if (t == 0) {
           for (int64_t j = 0; j < L; ++j) d[j] += e.start[j];
-          score += dot(pt, e.start, L);
+          score += static_cast<double>(dot(pt, e.start, L));
         }
         if (t == n - 1) {
           for (int64_t j = 0; j < L; ++j) d[j] += e.end[j];
-          score += dot(pt, e.end, L);
+          score += static_cast<double>(dot(pt, e.end, L));
         }
         // dE/dz = p * (dE/dp - <p, dE/dp>) with dE/dp = -d.
-        const T pd = static_cast<T>(dot(pt, d.data(), L));
+        const T pd = dot(pt, d.data(), L);
         T* zt = z + t * L;
         T* vt = vel + t * L;
         for (int64_t j = 0; j < L; ++j) {
@@ -127,6 +139,12 @@ void relaxed_chunk(const RelaxedStepParams<T>& p, const RelaxedPrep<T>& pr, int6
         }
       }
       p.energy_out[step * e.B + b] = static_cast<T>(-score);
+      // Logits that overflowed (a learning rate far too large) give a NaN or
+      // infinite energy: stop this sequence and report it.
+      if (!(score - score == 0.0)) {
+        bad |= kBadLogits;
+        break;
+      }
     }
   }
   if (bad) bad_seen.fetch_or(bad, std::memory_order_relaxed);

@@ -1,0 +1,549 @@
+"""``structinf reproduce``: the whole study for one task.
+
+Trains what is missing (energies, local baselines, inference networks,
+language models), reusing finished units, evaluates every inference method
+on the same energies, and writes Tables 1, 2, 4, 5 and 6, the perplexity
+correlations (markdown + JSON) and Figures 1 and 2 (PNG) to a results folder.
+
+Every unit of work (a trained model and its evaluation, a gradient-descent
+grid, ...) writes its result atomically to ``<results>/units/<name>.json``; a
+unit whose file exists is never recomputed, so an interrupted run picks up
+where it stopped. Checkpoints go to ``<runs>/<name>/``.
+
+With no arguments the quick study runs on the shipped Twitter POS data
+(small models, few epochs, a reduced grid) in minutes on a CPU; its results
+go to ``results/quick-twitter-pos`` and are a smoke test, not the study.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .. import decode
+from ..checkpoint import load_checkpoint, write_json_atomic
+from ..data import Sentence, load_task
+from ..data.tasks import TaskData
+from ..infnet import instance_tailored_trajectory, train_infnet, warm_start_logits
+from ..pipeline import Prepared, energy_train_config, iterate, predict, prepare, score_ids, train_energy
+from ..train import TrainConfig
+from . import gd_study, paper
+from .report import Report
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DESCRIPTION", "Plan", "make_plan", "Study", "add_arguments", "run"]
+
+DESCRIPTION = (
+    "Run the study of 'Benchmarking Approximate Inference Methods for Neural Structured "
+    "Prediction' for one task: train the BLSTM-CRF(+) energies, local baselines and inference "
+    "networks that are missing, evaluate Viterbi, gradient descent (oracle- and dev-tuned), "
+    "inference networks, instance tailoring and warm starts on the same energies, and write "
+    "Tables 1, 2, 4, 5, 6, the perplexity correlations and Figures 1 and 2. Resumable. With no "
+    "arguments: a quick version on the shipped Twitter POS data.")
+
+#: The inference-network architecture of Tables 4 and 6 for each task (paper Table 4).
+PLUS_ARCH = {"twitter-pos": "cnn", "conll2003": "seq2seq", "ewt-large": "blstm"}
+
+
+@dataclass
+class Plan:
+    """What the study runs for one task, and how big."""
+
+    task: str
+    quick: bool = False
+    word_dim: int = 100
+    energy_hidden: Optional[int] = None        # None: the paper's H for the task
+    energy_train: Dict = field(default_factory=dict)
+    infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
+                                                            patience=5))
+    archs: Tuple[str, ...] = ("cnn", "blstm", "seq2seq")
+    hidden: int = 100
+    hidden_sweep: Tuple[int, ...] = (50, 100, 200)
+    lambdas: Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
+    gd_lrs: Tuple[float, ...] = gd_study.GD_LEARNING_RATES
+    gd_iterations: Tuple[int, ...] = gd_study.GD_ITERATIONS
+    refine_iterations: Tuple[int, ...] = (3, 5, 10)
+    tailor_lrs: Tuple[float, ...] = (1e-3, 1e-2, 1e-1)
+    warm_lrs: Tuple[float, ...] = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1e3)
+    table5: bool = False
+    lm_study: bool = False
+    limit: Optional[int] = None                # sentences kept per split (quick mode)
+    eval_batch: int = 10                       # the paper's test-time batch size
+    dev_batch: int = 64
+
+    @property
+    def plus_arch(self) -> str:
+        return PLUS_ARCH[self.task]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def make_plan(task: str, quick: bool = False) -> Plan:
+    """The study's settings for a task.
+
+    Full runs follow the paper's grids where two CPU cores allow it; on the two
+    larger tasks the lambda grid and the hidden-size sweep are reduced (the
+    reduced sets are stated in the results).
+    """
+    if quick:
+        return Plan(task=task, quick=True, word_dim=32, energy_hidden=32,
+                    energy_train=dict(epochs=6, batch_size=10, lr=2e-3, patience=6),
+                    infnet_train=dict(epochs=5, batch_size=10, lr=2e-3, patience=5),
+                    hidden=32, hidden_sweep=(16, 32), lambdas=(1.0,), gd_lrs=(1.0, 10.0, 100.0),
+                    gd_iterations=(5, 10, 20, 50, 100), refine_iterations=(3, 5, 10),
+                    tailor_lrs=(1e-2,), warm_lrs=(1.0, 10.0), table5=task == "conll2003",
+                    lm_study=task == "twitter-pos", limit=300)
+    if task == "twitter-pos":
+        return Plan(task=task, lm_study=True,
+                    infnet_train=dict(epochs=40, batch_size=10, lr=1e-3, patience=8))
+    if task == "conll2003":
+        return Plan(task=task, table5=True, lambdas=(0.5, 1.0, 2.0), hidden_sweep=(100,),
+                    infnet_train=dict(epochs=15, batch_size=16, lr=1e-3, patience=3))
+    if task == "ewt-large":
+        return Plan(task=task, lambdas=(1.0,), hidden_sweep=(100,), tailor_lrs=(1e-3, 1e-2),
+                    infnet_train=dict(epochs=12, batch_size=16, lr=1e-3, patience=3))
+    raise ValueError(f"reproduce: unknown task {task!r}")
+
+
+def _subsample(task: TaskData, limit: Optional[int]) -> TaskData:
+    if limit is None:
+        return task
+    return replace(task, train=task.train[: 4 * limit], dev=task.dev[:limit],
+                   test=task.test[:limit])
+
+
+class Study:
+    """Runs (or reuses) the units of the study for one task and renders the report."""
+
+    def __init__(self, plan: Plan, results: Path, runs: Path, *, data_dir=None,
+                 device="cpu", progress: bool = True):
+        self.plan = plan
+        self.results = Path(results)
+        self.runs = Path(runs)
+        self.device = device
+        self.progress = progress
+        self.data_dir = data_dir
+        task = _subsample(load_task(plan.task, data_dir), plan.limit)
+        self.p: Prepared = prepare(task)
+        self._models: Dict[str, torch.nn.Module] = {}
+        self._gd: Dict[Tuple[bool, str], gd_study.GDRuns] = {}
+
+    # ------------------------------------------------------------------ units
+    def unit(self, name: str, compute: Callable[[], dict]) -> dict:
+        """The JSON result of a unit: read it if done, else compute and write it."""
+        path = self.results / "units" / f"{name}.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        start = time.perf_counter()
+        out = compute()
+        out.setdefault("seconds", time.perf_counter() - start)
+        write_json_atomic(path, out)
+        return out
+
+    def _say(self, msg: str) -> None:
+        if self.progress:
+            tqdm.write(f"[{self.plan.task}] {msg}")
+        logger.info(msg)
+
+    def _load(self, name: str):
+        if name not in self._models:
+            model, _ = load_checkpoint(self.runs / name, map_location=self.device)
+            self._models[name] = model
+        return self._models[name]
+
+    # ---------------------------------------------------------------- energies
+    @staticmethod
+    def energy_name(plus: bool) -> str:
+        return "energy-crf+" if plus else "energy-crf"
+
+    def energy(self, plus: bool):
+        """The trained BLSTM-CRF(+) energy (training it if missing) and its unit."""
+        name = self.energy_name(plus)
+        plan = self.plan
+
+        def compute() -> dict:
+            self._say(f"training {name}")
+            cfg = energy_train_config(plan.task, **plan.energy_train)
+            model, history = train_energy(self.p, plus=plus, out=self.runs / name, cfg=cfg,
+                                          hidden=plan.energy_hidden, word_dim=plan.word_dim,
+                                          progress=self.progress, device=self.device)
+            self._models[name] = model
+            out = {"name": name, "history": [asdict(h) for h in history],
+                   "train_config": cfg.to_dict(), "hidden": model.config.hidden}
+            for split in ("dev", "test"):
+                out[split] = self._viterbi_eval(model, split)
+            return out
+
+        info = self.unit(name, compute)
+        return self._load(name), info
+
+    @torch.no_grad()
+    def _viterbi_eval(self, model, split: str) -> dict:
+        bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
+        start = time.perf_counter()
+        labels, energy, gold = gd_study.viterbi_outputs(model, self.p, split, bs, self.device)
+        seconds = time.perf_counter() - start
+        return {"score": score_ids(self.p, split, labels), "avg_energy": float(energy.mean()),
+                "gold_energy": float(gold.mean()), "seconds": seconds,
+                "energies": energy.tolist()}
+
+    # ---------------------------------------------------- networks and baselines
+    @staticmethod
+    def net_name(arch: str, *, plus: bool, local: bool, hidden: int, default_hidden: int,
+                 windows=(1, 3), layers: int = 1, lam: float = 1.0, anneal: bool = False) -> str:
+        parts = ["local" if local else "infnet", arch]
+        if arch == "cnn" and tuple(windows) != (1, 3):
+            parts.append("w" + "".join(str(w) for w in windows))
+        if layers != 1:
+            parts.append(f"{layers}layer")
+        if hidden != default_hidden:
+            parts.append(f"h{hidden}")
+        if not local:
+            parts.append(f"lam{lam:g}")
+            if anneal:
+                parts.append("anneal")
+        return "-".join(parts) + ("+" if plus else "")
+
+    def network(self, arch: str, *, plus: bool, local: bool, hidden: Optional[int] = None,
+                windows=(1, 3), layers: int = 1, lam: float = 1.0, anneal: bool = False):
+        """A trained local baseline or inference network (energy: BLSTM-CRF+ when
+        plus, else BLSTM-CRF) with its dev/test evaluation."""
+        plan = self.plan
+        hidden = plan.hidden if hidden is None else hidden
+        name = self.net_name(arch, plus=plus, local=local, hidden=hidden,
+                             default_hidden=plan.hidden, windows=windows, layers=layers, lam=lam,
+                             anneal=anneal)
+        energy_model = None if local else self.energy(plus)[0]
+        eval_energy = self.energy(plus)[0]
+
+        def compute() -> dict:
+            self._say(f"training {name}")
+            cfg = TrainConfig(**{**plan.infnet_train, "seed": 0})
+            model, history = train_infnet(
+                self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
+                hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim, cfg=cfg,
+                out=self.runs / name,
+                energy_checkpoint=None if local else self.runs / self.energy_name(plus),
+                progress=self.progress, device=self.device)
+            self._models[name] = model
+            out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,
+                   "windows": list(windows), "layers": layers, "lam": None if local else lam,
+                   "anneal": anneal, "history": [asdict(h) for h in history],
+                   "train_config": cfg.to_dict()}
+            for split in ("dev", "test"):
+                out[split] = self._network_eval(model, eval_energy, split)
+            return out
+
+        info = self.unit(name, compute)
+        return name, info
+
+    @torch.no_grad()
+    def _network_eval(self, model, energy_model, split: str) -> dict:
+        bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
+        S = len(self.p.encoded[split])
+        labels: List[List[int]] = [None] * S  # type: ignore[list-item]
+        disc, rel = np.zeros(S), np.zeros(S)
+        seconds = 0.0
+        for batch in iterate(self.p.encoded[split], bs, self.device):
+            start = time.perf_counter()
+            logits = warm_start_logits(model, batch)
+            pred = decode.relaxed_labels(logits, batch.lengths)
+            seconds += time.perf_counter() - start
+            e = energy_model.energy(batch).detach()
+            res = decode._infnet_result(logits, batch.lengths, e)
+            for r, s in enumerate(batch.indices.tolist()):
+                labels[s] = pred[r, : batch.lengths[r]].tolist()
+                disc[s] = float(res.energy[r])
+                rel[s] = float(res.relaxed_energy[r])
+        return {"score": score_ids(self.p, split, labels), "avg_energy": float(disc.mean()),
+                "avg_relaxed_energy": float(rel.mean()), "seconds": seconds,
+                "energies": disc.tolist()}
+
+    def best_lambda(self, arch: str, *, plus: bool, **kw) -> Tuple[float, str, dict]:
+        """The lambda of the grid with the best dev score (ties: the smaller lambda)."""
+        best = None
+        for lam in self.plan.lambdas:
+            name, info = self.network(arch, plus=plus, local=False, lam=lam, **kw)
+            if best is None or info["dev"]["score"] > best[2]["dev"]["score"]:
+                best = (lam, name, info)
+        return best
+
+    # -------------------------------------------------------- gradient descent
+    def gd(self, plus: bool, split: str) -> gd_study.GDRuns:
+        """The gradient-descent grid on one split (cached in the runs folder)."""
+        key = (plus, split)
+        if key in self._gd:
+            return self._gd[key]
+        name = f"gd-{'crf+' if plus else 'crf'}-{split}"
+        path = self.runs / f"{name}.json.gz"
+        model, _ = self.energy(plus)
+        if path.is_file():
+            with gzip.open(path, "rt") as f:
+                runs = gd_study.GDRuns.from_dict(json.load(f))
+        else:
+            self._say(f"gradient descent grid {name}")
+            bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
+            runs = gd_study.run_gd_grid(model, self.p, split, lrs=self.plan.gd_lrs,
+                                        iterations=self.plan.gd_iterations, batch_size=bs,
+                                        device=self.device, progress=self.progress)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            with gzip.open(tmp, "wt") as f:
+                json.dump(runs.to_dict(), f)
+            tmp.replace(path)
+        self._gd[key] = runs
+        return runs
+
+    def gd_summary(self, plus: bool) -> dict:
+        """Oracle-tuned and dev-tuned gradient descent on the test set."""
+        name = f"gd-{'crf+' if plus else 'crf'}"
+
+        def compute() -> dict:
+            dev, test = self.gd(plus, "dev"), self.gd(plus, "test")
+            key, dev_score = gd_study.dev_tuned(dev, self.p)
+            tuned = gd_study.fixed(test, self.p, "test", key)
+            feature = self._feature_seconds(plus)
+            out = {"lrs": list(test.lrs), "iterations": list(test.iterations),
+                   "dev_tuned": {"lr": test.lrs[key[0]], "iterations": key[1],
+                                 "dev_score": dev_score, "score": tuned.score,
+                                 "avg_energy": tuned.avg_energy,
+                                 "avg_relaxed_energy": tuned.avg_relaxed,
+                                 "seconds": feature + test.seconds[key[0]][key[1]],
+                                 "energies": tuned.energy.tolist()},
+                   "oracle": {}, "per_n": {}}
+            o = gd_study.oracle(test, self.p, "test")
+            out["oracle"] = {"score": o.score, "avg_energy": o.avg_energy,
+                             "avg_relaxed_energy": o.avg_relaxed,
+                             "energies": o.energy.tolist()}
+            for n in test.iterations:
+                on = gd_study.oracle(test, self.p, "test", n)
+                kn, dn = gd_study.dev_tuned(dev, self.p, n)
+                fn = gd_study.fixed(test, self.p, "test", kn)
+                out["per_n"][str(n)] = {
+                    "oracle_score": on.score, "oracle_energy": on.avg_energy,
+                    "oracle_relaxed_energy": on.avg_relaxed,
+                    "dev_tuned_lr": test.lrs[kn[0]], "dev_tuned_score": fn.score,
+                    "dev_tuned_energy": fn.avg_energy,
+                    "dev_tuned_seconds": feature + test.seconds[kn[0]][n]}
+            return out
+
+        return self.unit(name, compute)
+
+    @torch.no_grad()
+    def _feature_seconds(self, plus: bool) -> float:
+        """Test-set time of the energy's feature network alone (batch eval_batch)."""
+        model, _ = self.energy(plus)
+        seconds = 0.0
+        for batch in iterate(self.p.encoded["test"], self.plan.eval_batch, self.device):
+            start = time.perf_counter()
+            model.energy(batch)
+            seconds += time.perf_counter() - start
+        return seconds
+
+    # ------------------------------------------ instance tailoring, warm starts
+    def refine(self, kind: str, net_name: str, plus: bool) -> dict:
+        """Instance tailoring ("tailor") or warm-started gradient descent ("warm")
+        from a trained inference network: N in refine_iterations, lr tuned on dev
+        per N, evaluated on test."""
+        name = f"{kind}-{net_name}"
+        lrs = self.plan.tailor_lrs if kind == "tailor" else self.plan.warm_lrs
+        ns = list(self.plan.refine_iterations)
+
+        def run_split(split: str, lr: float) -> Dict[int, dict]:
+            net = self._load(net_name)
+            energy_model, _ = self.energy(plus)
+            bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
+            S = len(self.p.encoded[split])
+            labels = {n: [None] * S for n in ns}
+            disc = {n: np.zeros(S) for n in ns}
+            rel = {n: np.zeros(S) for n in ns}
+            seconds = {n: 0.0 for n in ns}
+            for batch in iterate(self.p.encoded[split], bs, self.device):
+                start = time.perf_counter()
+                with torch.no_grad():
+                    e = energy_model.energy(batch).detach()
+                if kind == "tailor":
+                    traj = instance_tailored_trajectory(net, batch, e, record_at=ns, lr=lr)
+                    elapsed = time.perf_counter() - start
+                    outs = {n: (traj[n], elapsed) for n in ns}
+                else:
+                    res = decode.warm_start(net, batch, e, iterations=max(ns), lr=lr,
+                                            record_at=ns)
+                    base = time.perf_counter() - start - res.seconds_at[max(ns)]
+                    outs = {n: (res.labels_at[n], base + res.seconds_at[n]) for n in ns}
+                for n, (out, secs) in outs.items():
+                    seconds[n] += secs
+                    with torch.no_grad():
+                        if kind == "tailor":
+                            r = decode._infnet_result(out, batch.lengths, e)
+                            lab, de, re_ = r.labels, r.energy, r.relaxed_energy
+                        else:
+                            lab = out
+                            de = e.energy(lab)
+                            re_ = de  # the relaxed energy at N is not kept for warm starts
+                    for row, s in enumerate(batch.indices.tolist()):
+                        labels[n][s] = lab[row, : batch.lengths[row]].tolist()
+                        disc[n][s] = float(de[row])
+                        rel[n][s] = float(re_[row])
+            return {n: {"score": score_ids(self.p, split, labels[n]),
+                        "avg_energy": float(disc[n].mean()),
+                        "avg_relaxed_energy": float(rel[n].mean()),
+                        "seconds": seconds[n], "energies": disc[n].tolist()} for n in ns}
+
+        def compute() -> dict:
+            self._say(f"{'instance tailoring' if kind == 'tailor' else 'warm starts'} "
+                      f"from {net_name}")
+            dev = {lr: run_split("dev", lr) for lr in lrs}
+            out = {"net": net_name, "lrs": list(lrs), "per_n": {}}
+            for n in ns:
+                lr = max(lrs, key=lambda x: (dev[x][n]["score"], -dev[x][n]["avg_energy"]))
+                test = run_split("test", lr)[n]
+                out["per_n"][str(n)] = {"lr": lr, "dev_score": dev[lr][n]["score"], **test}
+            return out
+
+        return self.unit(name, compute)
+
+    # ------------------------------------------------------- perplexity study
+    def perplexity(self, infnet_name: str, infnet_info: dict) -> dict:
+        """Spearman correlations between LM perplexity and search error (paper 6.2)."""
+        from .search_error import perplexity_correlations, search_error, train_twitter_lms
+
+        def compute() -> dict:
+            self._say("training the word and label language models")
+            quick = self.plan.quick
+            lm_overrides = {"cfg": TrainConfig(epochs=3, batch_size=32, lr=2e-3, patience=3,
+                                               unk_replace=0.0)} if quick else None
+            lms = train_twitter_lms(self.runs / "lm", data_dir=self.data_dir, split="test",
+                                    word_lm=lm_overrides, label_lm=lm_overrides,
+                                    progress=self.progress, device=self.device)
+            n = len(self.p.task.test)
+            word, label = lms.word_perplexities[:n], lms.label_perplexities[:n]
+            vit = np.asarray(self.energy(False)[1]["test"]["energies"])
+            net = np.asarray(infnet_info["test"]["energies"])
+            gd = self.gd_summary(False)
+            errors = {"BLSTM inference network": search_error(net, vit),
+                      "gradient descent (dev-tuned)": search_error(
+                          gd["dev_tuned"]["energies"], vit),
+                      "gradient descent (oracle-tuned)": search_error(
+                          gd["oracle"]["energies"], vit)}
+            return {"correlations": perplexity_correlations(word, label, errors),
+                    "lm": lms.summary, "infnet": infnet_name,
+                    "mean_search_error": {k: float(np.mean(v)) for k, v in errors.items()}}
+
+        return self.unit("perplexity", compute)
+
+    # --------------------------------------------------------------- the study
+    def run(self) -> Path:
+        """Runs every unit of the plan and writes the report; returns the results folder."""
+        plan = self.plan
+        write_json_atomic(self.results / "plan.json", plan.to_dict())
+        report = Report(self.results, plan, self.p)
+        crf, crf_info = self.energy(False)
+        crfp, crfp_info = self.energy(True)
+
+        # Table 1 / Table 2 / Figure 1: BLSTM-CRF energy, H = plan.hidden.
+        t1 = {"viterbi": crf_info["test"]["score"], "local": {}, "infnet": {}, "lam": {}}
+        for arch in plan.archs:
+            _, loc = self.network(arch, plus=False, local=True)
+            lam, net_name, net = self.best_lambda(arch, plus=False)
+            t1["local"][arch] = loc
+            t1["infnet"][arch] = net
+            t1["lam"][arch] = lam
+        t1["gd"] = self.gd_summary(False)
+        report.table1(t1)
+
+        t2 = {}
+        for windows in ((1, 3), (1, 5)):
+            _, loc = self.network("cnn", plus=False, local=True, windows=windows)
+            _, net = self.network("cnn", plus=False, local=False, windows=windows,
+                                  lam=t1["lam"]["cnn"])
+            t2["".join(map(str, windows))] = {"local": loc["dev"]["score"],
+                                              "infnet": net["dev"]["score"]}
+        report.table2(t2)
+
+        f1 = {}
+        for arch in plan.archs:
+            for h in plan.hidden_sweep:
+                _, loc = self.network(arch, plus=False, local=True, hidden=h)
+                _, net = self.network(arch, plus=False, local=False, hidden=h,
+                                      lam=t1["lam"][arch])
+                f1.setdefault(arch, {})[h] = {"local": loc["dev"]["score"],
+                                              "infnet": net["dev"]["score"]}
+        report.figure1(f1)
+
+        # Tables 4 and 6, Figure 2: BLSTM-CRF+ energy with the task's infnet+.
+        arch = plan.plus_arch
+        _, locp = self.network(arch, plus=True, local=True)
+        lamp, netp_name, netp = self.best_lambda(arch, plus=True)
+        gdp = self.gd_summary(True)
+        report.table4({"arch": arch, "local": locp, "infnet": netp, "lam": lamp, "gd": gdp,
+                       "viterbi": crfp_info["test"]["score"]})
+        tailor = self.refine("tailor", netp_name, True)
+        warm = self.refine("warm", netp_name, True)
+        t6 = {"arch": arch, "viterbi": crfp_info["test"], "gd": gdp, "infnet": netp,
+              "tailor": tailor, "warm": warm}
+        report.table6(t6)
+        report.figure2(t6, feature_seconds=self._feature_seconds(True))
+
+        if plan.table5:
+            _, loc_b = self.network("blstm", plus=True, local=True)
+            lam5, _, one = self.best_lambda("blstm", plus=True)
+            _, two = self.network("blstm", plus=True, local=False, layers=2, lam=lam5,
+                                  anneal=True)
+            report.table5({"local": loc_b, "one": one, "two": two, "lam": lam5,
+                           "viterbi": crfp_info["test"]["score"]})
+
+        if plan.lm_study:
+            _, net_blstm_name, net_blstm = self.best_lambda("blstm", plus=False)
+            report.perplexity(self.perplexity(net_blstm_name, net_blstm))
+
+        report.write_index()
+        return self.results
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=("twitter-pos", "conll2003", "ewt-large"), default=None,
+                   help="the task (default: the quick study on Twitter POS)")
+    p.add_argument("--quick", action="store_true",
+                   help="small models, few epochs, a reduced grid (the default without --task)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder (default: results/<task>, or results/quick-<task>)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="checkpoint folder (default: runs/<task> or runs/quick-<task>)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
+                        "or ../shared/data beside the checkout)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    quick = args.quick or args.task is None
+    task = args.task or "twitter-pos"
+    tag = f"quick-{task}" if quick else task
+    results = args.results or Path("results") / tag
+    runs = args.runs or Path("runs") / tag
+    plan = make_plan(task, quick)
+    start = time.perf_counter()
+    study = Study(plan, results, runs, data_dir=args.data_dir, device=args.device,
+                  progress=not args.no_progress)
+    out = study.run()
+    print(f"structinf reproduce ({'quick, ' if quick else ''}{task}): results in {out} "
+          f"({time.perf_counter() - start:.0f} s)")
+    return 0
