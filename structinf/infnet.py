@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -215,7 +216,8 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
 def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
                                  energy: LinearChainEnergy, *, record_at: Sequence[int],
                                  lr: float, momentum: float = 0.9,
-                                 chunk_size: Optional[int] = None) -> Dict[int, Tensor]:
+                                 chunk_size: Optional[int] = None,
+                                 clock: Optional[Dict[int, float]] = None) -> Dict[int, Tensor]:
     """Instance-tailored inference networks (paper 4.2.1), recorded along the way.
 
     For each example, a fresh copy of the trained network's parameters takes
@@ -244,11 +246,14 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
             (N = 0 is the network's own logits); the copies run to the largest.
         lr: step size > 0. momentum: in [0, 1).
         chunk_size: examples tailored together (>= 1), or None for all of them.
+        clock: if given, ``clock[N]`` is increased by the wall seconds this call
+            took to produce the logits of step N (from its start).
 
     Returns:
         {N: (B, T, L) logits of the tailored copies after N steps}, zero at
         padding (no autograd graph).
     """
+    start_time = time.perf_counter()
     record = sorted({int(n) for n in record_at})
     if not record or record[0] < 0:
         raise ValueError(f"instance_tailored_trajectory: argument 'record_at' must hold step "
@@ -318,6 +323,8 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
             for step in range(iterations + 1):
                 if step in outs:
                     outs[step].append(final_logits(tuned, words, chars, lengths))
+                    if clock is not None:
+                        clock[step] = clock.get(step, 0.0) + time.perf_counter() - start_time
                 if step == iterations:
                     break
                 with torch.enable_grad():

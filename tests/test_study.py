@@ -92,7 +92,7 @@ def test_gd_study_oracle_never_below_dev_tuned(tiny):
         for i in range(len(lrs)):
             assert o.score >= score_ids(p, "test", test.labels[(i, n)]) - 1e-12
     # Energies are those of the chosen labels.
-    labels, vit_energy, gold = gd_study.viterbi_outputs(energy, p, "test")
+    labels, vit_energy, gold, _ = gd_study.viterbi_outputs(energy, p, "test")
     assert (oracle.energy >= vit_energy - 1e-4).all()
     # Round trip through JSON.
     again = gd_study.GDRuns.from_dict(test.to_dict())

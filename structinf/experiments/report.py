@@ -208,8 +208,7 @@ class Report:
         gd_pts = [(f"GD {n}", r["dev_tuned_seconds"], r["dev_tuned_score"])
                   for n, r in sorted(gd["per_n"].items(), key=lambda kv: int(kv[0]))]
         tail = [(f"tailored {n}", r["seconds"], r["score"]) for n, r in t["tailor"]["per_n"].items()]
-        warm = [(f"warm {n}", r["seconds"] + net["seconds"], r["score"])
-                for n, r in t["warm"]["per_n"].items()]
+        warm = [(f"warm {n}", r["seconds"], r["score"]) for n, r in t["warm"]["per_n"].items()]
         fig, ax = plt.subplots(figsize=(6, 4))
         for group, marker in ((gd_pts, "o"), (tail, "s"), (warm, "^")):
             ax.plot([x[1] for x in group], [100 * x[2] for x in group], marker=marker,
