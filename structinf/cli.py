@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="GloVe / word2vec text file to initialise word vectors")
     p.add_argument("--freeze-embeddings", action="store_true",
                    help="keep loaded word vectors fixed")
-    p.add_argument("--lowercase", action="store_true", help="lowercase the word vocabulary")
+    p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
+                   help="lowercase the word vocabulary (default: the task's recipe; "
+                        "lowercased for twitter-pos)")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a trained energy on a split",
@@ -94,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     _rep.add_arguments(sub.add_parser(
         "reproduce", help="the whole study for a task (tables, figures)",
         description=_rep.DESCRIPTION))
+    from .experiments import speed as _speed
+    _speed.add_arguments(sub.add_parser(
+        "bench", help="the speed benchmark (paper Table 3)", description=_speed.DESCRIPTION))
     return parser
 
 
