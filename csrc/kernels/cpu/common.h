@@ -210,12 +210,13 @@ void masked_transitions(const EnergyView<T>& e, T* out) {
     out[i] = (e.allowed != nullptr && !e.allowed[i]) ? -kInf<T> : e.transitions[i];
 }
 
-// Checks shared by the ops that read the transition, start and end scores.
+// Checks the transition, start and end scores with `bad` (any_nan for
+// Viterbi; bad_scores for the CRF, where -inf means forbidden but +inf is an error).
 template <typename T>
-Status check_scores_not_nan(const EnergyView<T>& e) {
-  if (any_nan(e.transitions, e.L * e.L)) return Status::kNanTransitions;
-  if (any_nan(e.start, e.L)) return Status::kNanStart;
-  if (any_nan(e.end, e.L)) return Status::kNanEnd;
+Status check_scores(const EnergyView<T>& e, bool (*bad)(const T*, int64_t)) {
+  if (bad(e.transitions, e.L * e.L)) return Status::kNanTransitions;
+  if (bad(e.start, e.L)) return Status::kNanStart;
+  if (bad(e.end, e.L)) return Status::kNanEnd;
   return Status::kOk;
 }
 

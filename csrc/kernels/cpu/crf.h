@@ -52,6 +52,23 @@ struct CrfPrep {
   Buffer<T> ert;   // (L, ld) ert[j * ld + i] = exp(wm(i, j) - rmax[i]) (backward only)
 };
 
+// For each line k of the (L, L) matrix src: mx[k] = its maximum, and column k
+// of out (L, ld) = exp(line - mx[k]) (zero for a line of -inf, and in padding).
+template <typename T>
+void exp_lines_as_columns(const T* src, int64_t L, Buffer<T>& mx, Buffer<T>& out, int64_t ld) {
+  mx.resize(ld);
+  mx.fill(T(0), ld);
+  out.resize(L * ld);
+  out.fill(T(0), L * ld);
+  for (int64_t k = 0; k < L; ++k) {
+    const T* line = src + k * L;
+    const T m = row_max(line, L);
+    mx[k] = m;
+    if (m == -kInf<T>) continue;
+    for (int64_t i = 0; i < L; ++i) out[i * ld + k] = sexp(line[i] - m);
+  }
+}
+
 template <typename T>
 CrfPrep<T> crf_prepare(const EnergyView<T>& e, bool for_backward) {
   CrfPrep<T> pr;
@@ -63,28 +80,10 @@ CrfPrep<T> crf_prepare(const EnergyView<T>& e, bool for_backward) {
   masked_transitions(e, pr.wm.data());
   for (int64_t i = 0; i < L; ++i)
     for (int64_t j = 0; j < L; ++j) pr.wmt[j * L + i] = pr.wm[i * L + j];
-  pr.cmax.resize(ld);
-  pr.cmax.fill(T(0), ld);
-  pr.ec.resize(L * ld);
-  pr.ec.fill(T(0), L * ld);
-  for (int64_t j = 0; j < L; ++j) {
-    const T c = row_max(pr.wmt.data() + j * L, L);
-    pr.cmax[j] = c;
-    if (c == -kInf<T>) continue;
-    for (int64_t i = 0; i < L; ++i) pr.ec[i * ld + j] = sexp(pr.wm[i * L + j] - c);
-  }
-  if (for_backward) {
-    pr.rmax.resize(ld);
-    pr.rmax.fill(T(0), ld);
-    pr.ert.resize(L * ld);
-    pr.ert.fill(T(0), L * ld);
-    for (int64_t i = 0; i < L; ++i) {
-      const T c = row_max(pr.wm.data() + i * L, L);
-      pr.rmax[i] = c;
-      if (c == -kInf<T>) continue;
-      for (int64_t j = 0; j < L; ++j) pr.ert[j * ld + i] = sexp(pr.wm[i * L + j] - c);
-    }
-  }
+  // Column-normalised exponentials for the forward pass (lines of wm^T),
+  // row-normalised ones, transposed, for the backward pass (lines of wm).
+  exp_lines_as_columns(pr.wmt.data(), L, pr.cmax, pr.ec, ld);
+  if (for_backward) exp_lines_as_columns(pr.wm.data(), L, pr.rmax, pr.ert, ld);
   return pr;
 }
 
@@ -169,19 +168,10 @@ void crf_forward_chunk(const CrfForwardParams<T>& p, const CrfPrep<T>& pr, int64
 }
 
 template <typename T>
-Status crf_check_scores(const EnergyView<T>& e) {
-  // -inf is a legitimate "forbidden" score; NaN and +inf are not.
-  if (bad_scores(e.transitions, e.L * e.L)) return Status::kNanTransitions;
-  if (bad_scores(e.start, e.L)) return Status::kNanStart;
-  if (bad_scores(e.end, e.L)) return Status::kNanEnd;
-  return Status::kOk;
-}
-
-template <typename T>
 Status crf_forward_impl(const CrfForwardParams<T>& p, const Exec& exec) {
   const EnergyView<T>& e = p.energy;
   if (e.B == 0 || e.T == 0) return Status::kOk;
-  const Status s = crf_check_scores(e);
+  const Status s = check_scores(e, &bad_scores<T>);
   if (s != Status::kOk) return s;
   const CrfPrep<T> pr = crf_prepare(e, false);
   std::atomic<bool> bad{false};
@@ -346,7 +336,7 @@ Status crf_backward_impl(const CrfBackwardParams<T>& p, const Exec& exec) {
   std::fill(p.grad_start, p.grad_start + L, T(0));
   std::fill(p.grad_end, p.grad_end + L, T(0));
   if (e.B == 0 || e.T == 0) return Status::kOk;
-  const Status s = crf_check_scores(e);
+  const Status s = check_scores(e, &bad_scores<T>);
   if (s != Status::kOk) return s;
   const CrfPrep<T> pr = crf_prepare(e, true);
   const int64_t ld = pr.ld;

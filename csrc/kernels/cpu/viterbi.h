@@ -196,7 +196,7 @@ template <typename T>
 Status viterbi_impl(const ViterbiParams<T>& p, const Exec& exec) {
   const EnergyView<T>& e = p.energy;
   if (e.B == 0 || e.T == 0) return Status::kOk;
-  const Status s = check_scores_not_nan(e);
+  const Status s = check_scores(e, &any_nan<T>);
   if (s != Status::kOk) return s;
   const ViterbiPrep<T> prep = viterbi_prepare(e);
   std::atomic<bool> nan_seen{false};
