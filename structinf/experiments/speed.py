@@ -516,7 +516,7 @@ def load_speed_models(task: str, results_dir="results", runs_dir="runs",
     def build(role: str) -> nn.Module:
         if role in ("energy", "energy+"):
             plus = role == "energy+"
-            h = energy_hidden if energy_hidden is not None else DEFAULT_HIDDEN.get((task, plus), 100)
+            h = DEFAULT_HIDDEN.get((task, plus), 100) if energy_hidden is None else energy_hidden
             return BLSTMCRF(energy_model_config(task, L, V, C, plus=plus, hidden=h,
                                                 word_dim=word_dim))
         arch = plus_arch if role == "infnet+" else role
@@ -620,18 +620,18 @@ def _md(header: List[str], rows: List[List[str]]) -> List[str]:
     return out
 
 
-def _row_key(r: dict) -> Tuple[int, int, str]:
-    task = r["task"]
-    return (TASKS.index(task) if task in TASKS else len(TASKS), int(r["batch_size"]),
-            str(r["device"]))
+def _row_key(task: str, batch_size: int, device: str) -> Tuple[int, str, int, str]:
+    """Table order: the paper's task order, then batch size, then device."""
+    return (TASKS.index(task) if task in TASKS else len(TASKS), task, int(batch_size),
+            str(device))
 
 
 def _group(records: Sequence[dict]) -> Dict[Tuple[str, int, str], Dict[str, dict]]:
+    """{(task, batch size, device): {method: record}} in table order."""
     rows: Dict[Tuple[str, int, str], Dict[str, dict]] = {}
     for r in records:
         rows.setdefault((r["task"], int(r["batch_size"]), str(r["device"])), {})[r["method"]] = r
-    return dict(sorted(rows.items(), key=lambda kv: _row_key(
-        {"task": kv[0][0], "batch_size": kv[0][1], "device": kv[0][2]})))
+    return dict(sorted(rows.items(), key=lambda kv: _row_key(*kv[0])))
 
 
 METHOD_TITLES = {"cnn": "CNN", "blstm": "BLSTM", "seq2seq": "seq2seq", "viterbi": "Viterbi",
@@ -656,7 +656,7 @@ def format_table3(records: Sequence[dict], methods: Optional[Sequence[str]] = No
     other_cols = [m for m in methods if m not in PAPER_METHODS]
     groups = _group(records)
 
-    def label(key) -> str:
+    def label(key: Tuple[str, int, str]) -> Tuple[str, str, str]:
         task, bs, dev = key
         return f"{task} ({paper.PAPER_TASK.get(task, '?')})", str(bs), dev
 
@@ -707,7 +707,8 @@ def format_split_table(records: Sequence[dict]) -> str:
     rows = []
     for r in sorted((r for r in records if r["method"] in KERNEL_METHODS
                      and r.get("kernel_seconds") is not None),
-                    key=lambda r: (*_row_key(r), KERNEL_METHODS.index(r["method"]))):
+                    key=lambda r: (*_row_key(r["task"], r["batch_size"], r["device"]),
+                                   KERNEL_METHODS.index(r["method"]))):
         total, kern = float(r["seconds"]), float(r["kernel_seconds"])
         n = int(r["examples"])
         feat = max(total - kern, 0.0)
