@@ -189,6 +189,10 @@ def pytest_benchmark_update_machine_info(config, machine_info):
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json):
+    # Per-round timings make the file megabytes; the statistics are what the
+    # renderers and readers use.
+    for bench in output_json.get("benchmarks", []):
+        bench.get("stats", {}).pop("data", None)
     output_json["structinf"] = {
         "machine": config.stash.get(_STASH_MACHINE, None),
         "skipped": config.stash.get(_STASH_SKIPPED, []),
