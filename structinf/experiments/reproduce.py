@@ -115,10 +115,13 @@ def make_plan(task: str, quick: bool = False) -> Plan:
         return Plan(task=task, table5=True, lambdas=(1.0,), hidden_sweep=(100,),
                     infnet_train=dict(epochs=10, batch_size=16, lr=1e-3, patience=3))
     if task == "ewt-large":
+        # L = 401 and H = 512 / 400: training is capped harder, and gradient
+        # descent (an L x L product per position and step) runs a reduced grid.
         return Plan(task=task, lambdas=(1.0,), hidden_sweep=(100,), tailor_lrs=(1e-3, 1e-2),
                     gd_lrs=(1e3, 100.0, 10.0, 5.0, 1.0),
                     gd_iterations=(5, 10, 20, 30, 40, 50, 100, 200),
-                    infnet_train=dict(epochs=10, batch_size=16, lr=1e-3, patience=3))
+                    energy_train=dict(epochs=15, patience=3),
+                    infnet_train=dict(epochs=6, batch_size=16, lr=1e-3, patience=2))
     raise ValueError(f"reproduce: unknown task {task!r}")
 
 
