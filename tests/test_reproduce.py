@@ -7,6 +7,7 @@ import json
 import torch
 
 from structinf.experiments.reproduce import Plan, Study
+from structinf.experiments.summary import summarize
 
 
 def _tiny_plan() -> Plan:
@@ -20,7 +21,7 @@ def _tiny_plan() -> Plan:
 
 def test_reproduce_tiny_study_and_resume(tmp_path):
     torch.set_num_threads(1)
-    results, runs = tmp_path / "results", tmp_path / "runs"
+    results, runs = tmp_path / "results" / "twitter-pos", tmp_path / "runs"
     Study(_tiny_plan(), results, runs, progress=False).run()
     for name in ("table1", "table2", "table4", "table6", "figure1", "figure2", "perplexity"):
         assert (results / f"{name}.md").is_file(), name
@@ -47,3 +48,10 @@ def test_reproduce_tiny_study_and_resume(tmp_path):
     after = {u.name: u.stat().st_mtime_ns for u in sorted((results / "units").glob("*.json"))}
     changed = {k for k in after if after[k] != stamps.get(k)}
     assert changed == {"gd-crf+.json"}
+
+    # The cross-task summary states each checkable finding with its numbers.
+    s = summarize(tmp_path / "results")
+    assert s["tasks"] == ["twitter-pos"]
+    assert {"infnets beat local baselines", "warm starts reach lower energy than inference networks",
+            "search error correlates more with perplexity for infnets than for GD"} <= set(s["findings"])
+    assert "## Table 1" in s["markdown"] and "does not hold" in s["markdown"] or "holds" in s["markdown"]
