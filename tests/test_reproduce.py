@@ -49,6 +49,21 @@ def test_reproduce_tiny_study_and_resume(tmp_path):
     changed = {k for k in after if after[k] != stamps.get(k)}
     assert changed == {"gd-crf+.json"}
 
+    # A run interrupted after a model was saved but before its unit was written
+    # reuses the checkpoint (same weights, same history) instead of retraining.
+    unit = results / "units" / "energy-crf.json"
+    before = json.loads(unit.read_text())
+    weights = runs / "energy-crf" / "weights.safetensors"
+    w_stamp = weights.stat().st_mtime_ns
+    unit.unlink()
+    Study(_tiny_plan(), results, runs, progress=False).run()
+    again = json.loads(unit.read_text())
+    assert weights.stat().st_mtime_ns == w_stamp
+    assert again["reused_checkpoint"] is True and before["reused_checkpoint"] is False
+    assert [h["dev"] for h in again["history"]] == [h["dev"] for h in before["history"]]
+    assert again["test"]["score"] == before["test"]["score"]
+    assert again["training_complete"] and again["epochs_run"] == 1
+
     # The cross-task summary states each checkable finding with its numbers.
     s = summarize(tmp_path / "results")
     assert s["tasks"] == ["twitter-pos"]

@@ -66,6 +66,7 @@ class Plan:
     word_dim: int = 100
     energy_hidden: Optional[int] = None        # None: the paper's H for the task
     energy_train: Dict = field(default_factory=dict)
+    energy_train_plus: Optional[Dict] = None   # None: as energy_train
     infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
                                                             patience=5))
     archs: Tuple[str, ...] = ("cnn", "blstm", "seq2seq")
@@ -113,16 +114,29 @@ def make_plan(task: str, quick: bool = False) -> Plan:
     # lambda is not tuned, Figure 1 has one hidden size and training is capped.
     if task == "conll2003":
         return Plan(task=task, table5=True, lambdas=(1.0,), hidden_sweep=(100,),
-                    infnet_train=dict(epochs=10, batch_size=16, lr=1e-3, patience=3))
+                    infnet_train=dict(epochs=3, batch_size=16, lr=1e-3, patience=2))
     if task == "ewt-large":
         # L = 401 and H = 512 / 400: training is capped harder, and gradient
         # descent (an L x L product per position and step) runs a reduced grid.
-        return Plan(task=task, lambdas=(1.0,), hidden_sweep=(100,), tailor_lrs=(1e-3, 1e-2),
-                    gd_lrs=(1e3, 100.0, 10.0, 5.0, 1.0),
-                    gd_iterations=(5, 10, 20, 30, 40, 50, 100, 200),
+        return Plan(task=task, lambdas=(1.0,), hidden_sweep=(100,), tailor_lrs=(1e-2,),
+                    warm_lrs=(1.0, 10.0, 100.0), gd_lrs=(1e3, 100.0, 10.0, 1.0),
+                    gd_iterations=(5, 10, 20, 30, 40, 50, 100),
                     energy_train=dict(epochs=15, patience=3),
-                    infnet_train=dict(epochs=6, batch_size=16, lr=1e-3, patience=2))
+                    energy_train_plus=dict(epochs=4, patience=3),
+                    infnet_train=dict(epochs=2, batch_size=16, lr=1e-3, patience=2))
     raise ValueError(f"reproduce: unknown task {task!r}")
+
+
+def _stopped(history: List[dict], cfg) -> dict:
+    """How training ended: the epochs run, and whether it ended by early stopping
+    or the epoch cap (complete) or was cut short (a checkpoint left by an
+    interrupted run)."""
+    epochs = len(history)
+    if not history:
+        return {"epochs_run": 0, "training_complete": False}
+    best = max(h.get("epoch", i + 1) for i, h in enumerate(history) if h.get("best"))
+    complete = epochs >= cfg.epochs or epochs - best >= cfg.patience
+    return {"epochs_run": epochs, "training_complete": bool(complete)}
 
 
 def _subsample(task: TaskData, limit: Optional[int]) -> TaskData:
@@ -165,6 +179,17 @@ class Study:
             tqdm.write(f"[{self.plan.task}] {msg}")
         logger.info(msg)
 
+    def _reuse(self, name: str):
+        """A checkpoint already in the runs folder (from an interrupted run): the
+        model and its saved training history, or None. Training stopped before
+        its last epoch is reported as such, never silently as complete."""
+        if not (self.runs / name / "config.json").is_file():
+            return None
+        model, extra = load_checkpoint(self.runs / name, map_location=self.device)
+        self._models[name] = model
+        self._say(f"reusing checkpoint {self.runs / name}")
+        return model, list(extra.get("history", []))
+
     def _load(self, name: str):
         if name not in self._models:
             model, _ = load_checkpoint(self.runs / name, map_location=self.device)
@@ -182,14 +207,23 @@ class Study:
         plan = self.plan
 
         def compute() -> dict:
-            self._say(f"training {name}")
-            cfg = energy_train_config(plan.task, **plan.energy_train)
-            model, history = train_energy(self.p, plus=plus, out=self.runs / name, cfg=cfg,
-                                          hidden=plan.energy_hidden, word_dim=plan.word_dim,
-                                          progress=self.progress, device=self.device)
-            self._models[name] = model
-            out = {"name": name, "history": [asdict(h) for h in history],
-                   "train_config": cfg.to_dict(), "hidden": model.config.hidden}
+            settings = plan.energy_train
+            if plus and plan.energy_train_plus is not None:
+                settings = plan.energy_train_plus
+            cfg = energy_train_config(plan.task, **settings)
+            reused = self._reuse(name)
+            if reused is not None:
+                model, history = reused
+            else:
+                self._say(f"training {name}")
+                model, history = train_energy(self.p, plus=plus, out=self.runs / name, cfg=cfg,
+                                              hidden=plan.energy_hidden, word_dim=plan.word_dim,
+                                              progress=self.progress, device=self.device)
+                history = [asdict(h) for h in history]
+                self._models[name] = model
+            out = {"name": name, "history": history, "train_config": cfg.to_dict(),
+                   "hidden": model.config.hidden, "reused_checkpoint": reused is not None,
+                   **_stopped(history, cfg)}
             for split in ("dev", "test"):
                 out[split] = self._viterbi_eval(model, split)
             return out
@@ -236,19 +270,24 @@ class Study:
         eval_energy = self.energy(plus)[0]
 
         def compute() -> dict:
-            self._say(f"training {name}")
             cfg = TrainConfig(**{**plan.infnet_train, "seed": 0})
-            model, history = train_infnet(
-                self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
-                hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim, cfg=cfg,
-                out=self.runs / name,
-                energy_checkpoint=None if local else self.runs / self.energy_name(plus),
-                progress=self.progress, device=self.device)
-            self._models[name] = model
+            reused = self._reuse(name)
+            if reused is not None:
+                model, history = reused
+            else:
+                self._say(f"training {name}")
+                model, history = train_infnet(
+                    self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
+                    hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim,
+                    cfg=cfg, out=self.runs / name,
+                    energy_checkpoint=None if local else self.runs / self.energy_name(plus),
+                    progress=self.progress, device=self.device)
+                history = [asdict(h) for h in history]
+                self._models[name] = model
             out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,
                    "windows": list(windows), "layers": layers, "lam": None if local else lam,
-                   "anneal": anneal, "history": [asdict(h) for h in history],
-                   "train_config": cfg.to_dict()}
+                   "anneal": anneal, "history": history, "train_config": cfg.to_dict(),
+                   "reused_checkpoint": reused is not None, **_stopped(history, cfg)}
             for split in ("dev", "test"):
                 out[split] = self._network_eval(model, eval_energy, split)
             return out
@@ -473,25 +512,6 @@ class Study:
         t1["gd"] = self.gd_summary(False)
         report.table1(t1)
 
-        t2 = {}
-        for windows in ((1, 3), (1, 5)):
-            _, loc = self.network("cnn", plus=False, local=True, windows=windows)
-            _, net = self.network("cnn", plus=False, local=False, windows=windows,
-                                  lam=t1["lam"]["cnn"])
-            t2["".join(map(str, windows))] = {"local": loc["dev"]["score"],
-                                              "infnet": net["dev"]["score"]}
-        report.table2(t2)
-
-        f1 = {}
-        for arch in plan.archs:
-            for h in plan.hidden_sweep:
-                _, loc = self.network(arch, plus=False, local=True, hidden=h)
-                _, net = self.network(arch, plus=False, local=False, hidden=h,
-                                      lam=t1["lam"][arch])
-                f1.setdefault(arch, {})[h] = {"local": loc["dev"]["score"],
-                                              "infnet": net["dev"]["score"]}
-        report.figure1(f1)
-
         # Tables 4 and 6, Figure 2: BLSTM-CRF+ energy with the task's infnet+.
         arch = plan.plus_arch
         _, locp = self.network(arch, plus=True, local=True)
@@ -517,6 +537,26 @@ class Study:
         if plan.lm_study:
             _, net_blstm_name, net_blstm = self.best_lambda("blstm", plus=False)
             report.perplexity(self.perplexity(net_blstm_name, net_blstm))
+
+        # The sweeps last: Table 2 (CNN windows) and Figure 1 (hidden sizes).
+        t2 = {}
+        for windows in ((1, 3), (1, 5)):
+            _, loc = self.network("cnn", plus=False, local=True, windows=windows)
+            _, net = self.network("cnn", plus=False, local=False, windows=windows,
+                                  lam=t1["lam"]["cnn"])
+            t2["".join(map(str, windows))] = {"local": loc["dev"]["score"],
+                                              "infnet": net["dev"]["score"]}
+        report.table2(t2)
+
+        f1 = {}
+        for arch in plan.archs:
+            for h in plan.hidden_sweep:
+                _, loc = self.network(arch, plus=False, local=True, hidden=h)
+                _, net = self.network(arch, plus=False, local=False, hidden=h,
+                                      lam=t1["lam"][arch])
+                f1.setdefault(arch, {})[h] = {"local": loc["dev"]["score"],
+                                              "infnet": net["dev"]["score"]}
+        report.figure1(f1)
 
         report.write_index()
         return self.results
