@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint folder (default: runs/<task>/<model>)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the training of the checkpoint in --out (an interrupted or "
+                        "capped run) up to --epochs; the optimizer restarts")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
@@ -114,9 +117,15 @@ def cmd_train_crf(args) -> int:
     from .pipeline import energy_train_config, predict, prepare, score_ids, train_energy
 
     out = args.out or Path("runs") / args.task / args.model
-    if out.exists() and not args.overwrite:
-        print(f"structinf train-crf: {out} exists; choose another --out or pass --overwrite",
-              file=sys.stderr)
+    if args.resume and args.overwrite:
+        print("structinf train-crf: --resume and --overwrite exclude each other", file=sys.stderr)
+        return 2
+    if args.resume and not (out / "config.json").is_file():
+        print(f"structinf train-crf: --resume: no checkpoint in {out}", file=sys.stderr)
+        return 2
+    if out.exists() and not (args.overwrite or args.resume):
+        print(f"structinf train-crf: {out} exists; choose another --out, pass --resume to "
+              "continue its training or --overwrite to replace it", file=sys.stderr)
         return 2
     p = prepare(args.task, data_dir=args.data_dir, lowercase=args.lowercase)
     cfg = energy_train_config(args.task, epochs=args.epochs, batch_size=args.batch_size,
@@ -132,7 +141,8 @@ def cmd_train_crf(args) -> int:
     model, history = train_energy(
         p, plus=args.model.endswith("+"), out=out, cfg=cfg, hidden=args.hidden,
         word_dim=word_dim, constrained=args.constrained, progress=not args.no_progress,
-        device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings)
+        device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings,
+        resume=args.resume)
     scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device))
               for split in ("dev", "test")}
     result = {"task": args.task, "model": args.model, "checkpoint": str(out),

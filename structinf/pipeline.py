@@ -128,8 +128,12 @@ def energy_train_config(task: str, **overrides) -> TrainConfig:
 def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConfig,
                  hidden: Optional[int] = None, word_dim: int = 100, constrained: bool = False,
                  progress: bool = True, device="cpu", word_vectors: Optional[Tensor] = None,
-                 freeze_words: bool = False, on_epoch=None):
+                 freeze_words: bool = False, on_epoch=None, resume: bool = False):
     """Trains a BLSTM-CRF (+) energy by conditional log-likelihood.
+
+    With ``resume``, training continues from the checkpoint in ``out`` (its
+    weights and saved history; same model settings required) up to
+    ``cfg.epochs``.
 
     Returns:
         (model with the best dev weights, training history).
@@ -142,6 +146,17 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
                                plus=plus, hidden=hidden, word_dim=word_dim, scheme=scheme)
     mcfg.embedder.freeze_words = freeze_words
     model = BLSTMCRF(mcfg, word_vectors).to(device)
+    prior = None
+    if resume:
+        from .checkpoint import load_checkpoint
+        if out is None or not (Path(out) / "config.json").is_file():
+            raise FileNotFoundError(f"train_energy: resume: no checkpoint in {out}")
+        saved, extra = load_checkpoint(out, map_location=device)
+        if saved.config.to_dict() != model.config.to_dict():
+            raise ValueError(f"train_energy: resume: the checkpoint in {out} has other model "
+                             "settings than the ones asked for")
+        model.load_state_dict(saved.state_dict())
+        prior = extra.get("history", [])
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:
@@ -149,5 +164,6 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
 
     history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), dev_score, cfg,
                   checkpoint=out, extra=p.vocab_extra(), progress=progress,
-                  desc=f"{p.task.name} {mcfg.kind}", device=device, on_epoch=on_epoch)
+                  desc=f"{p.task.name} {mcfg.kind}", device=device, on_epoch=on_epoch,
+                  resume=prior)
     return model, history

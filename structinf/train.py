@@ -122,6 +122,7 @@ def fit(
     desc: str = "train",
     on_epoch: Optional[Callable[[EpochRecord], None]] = None,
     device: str | torch.device = "cpu",
+    resume: Optional[Sequence[dict]] = None,
 ) -> List[EpochRecord]:
     """Trains ``model`` in place and leaves it with its best dev weights.
 
@@ -132,17 +133,30 @@ def fit(
             it is this run's own output).
         extra: JSON-able data stored with the checkpoint (vocabularies, task, ...);
             the training history is added under "history".
+        resume: the history saved with a checkpoint whose weights ``model`` already
+            holds (the best so far): training goes on from the next epoch up to
+            ``cfg.epochs`` with the same early-stopping state. The optimizer's
+            moments are not saved with checkpoints, so a resumed run starts them
+            afresh and is not bit-identical to an uninterrupted one.
 
     Returns:
-        One :class:`EpochRecord` per epoch run.
+        One :class:`EpochRecord` per epoch, the resumed ones included.
     """
-    seed_everything(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    history: List[EpochRecord] = [EpochRecord(**h) for h in (resume or [])]
+    first = len(history) + 1
+    seed_everything(cfg.seed + first - 1)
+    gen = torch.Generator().manual_seed(cfg.seed + first - 1)
     opt = _optimizer(model, cfg)
     singletons = singleton_ids(train) if cfg.unk_replace > 0 else torch.empty(0, dtype=torch.int64)
-    history: List[EpochRecord] = []
     best, best_state, stale = -math.inf, None, 0
-    for epoch in range(1, cfg.epochs + 1):
+    if history:
+        best_at = max(range(len(history)), key=lambda i: (history[i].dev, -i))
+        best, stale = history[best_at].dev, len(history) - 1 - best_at
+        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if stale >= cfg.patience:
+            logger.info("%s: already early-stopped at epoch %d", desc, len(history))
+            first = cfg.epochs + 1
+    for epoch in range(first, cfg.epochs + 1):
         lr = cfg.lr / (1 + cfg.lr_decay * (epoch - 1)) if cfg.optimizer == "sgd" else cfg.lr
         for group in opt.param_groups:
             group["lr"] = lr

@@ -108,6 +108,35 @@ def test_fit_early_stops_and_keeps_best():
     assert [h.best for h in history] == [True, True, False, False]
 
 
+def test_resume_continues_a_capped_training(tmp_path):
+    p = prepare(_tiny_task(12))
+    out = tmp_path / "ck"
+    one, h1 = train_energy(p, plus=True, out=out, cfg=TrainConfig(epochs=1, batch_size=4, seed=3,
+                                                                  patience=5),
+                           hidden=8, word_dim=8, progress=False)
+    w1 = {k: v.clone() for k, v in one.state_dict().items()}
+    cfg3 = TrainConfig(epochs=3, batch_size=4, seed=3, patience=5)
+    more, h3 = train_energy(p, plus=True, out=out, cfg=cfg3, hidden=8, word_dim=8,
+                            progress=False, resume=True)
+    # The first epoch is the saved one; two more were run from its weights.
+    assert [h.epoch for h in h3] == [1, 2, 3]
+    assert h3[0].dev == h1[0].dev and h3[0].loss == h1[0].loss
+    assert any(not torch.equal(w1[k], v) for k, v in more.state_dict().items())
+    _, extra = load_checkpoint(out)
+    assert [h["epoch"] for h in extra["history"]] == [1, 2, 3]
+    # A training already at its cap runs no further epoch.
+    again, h = train_energy(p, plus=True, out=out, cfg=cfg3, hidden=8, word_dim=8,
+                            progress=False, resume=True)
+    assert len(h) == 3
+    # Other model settings than the checkpoint's are refused.
+    with pytest.raises(ValueError, match="other model settings"):
+        train_energy(p, plus=True, out=out, cfg=cfg3, hidden=16, word_dim=8, progress=False,
+                     resume=True)
+    with pytest.raises(FileNotFoundError, match="resume"):
+        train_energy(p, plus=True, out=tmp_path / "none", cfg=cfg3, hidden=8, word_dim=8,
+                     progress=False, resume=True)
+
+
 def _cli(*args, stdin=None, cwd=None):
     return subprocess.run([sys.executable, "-m", "structinf.cli", *args], input=stdin,
                           capture_output=True, text=True, cwd=cwd, timeout=600)
@@ -134,6 +163,16 @@ def test_cli_end_to_end(tmp_path):
     # An existing checkpoint is never replaced without --overwrite.
     r = _cli("train-crf", "--task", "twitter-pos", "--epochs", "1", "--out", str(out))
     assert r.returncode == 2 and "--overwrite" in r.stderr
+    # --resume continues it to the new epoch cap.
+    r = _cli("train-crf", "--task", "twitter-pos", "--model", "blstm-crf+", "--epochs", "2",
+             "--hidden", "8", "--no-progress", "--out", str(out), "--resume")
+    assert r.returncode == 0, r.stderr
+    res2 = json.loads((out / "results.json").read_text())
+    assert res2["epochs_run"] == 2
+    assert res2["learning_curve"][0] == res["learning_curve"][0]
+    r = _cli("train-crf", "--task", "twitter-pos", "--epochs", "1", "--out",
+             str(tmp_path / "nothing"), "--resume")
+    assert r.returncode == 2 and "--resume" in r.stderr
 
 
 def test_cli_bad_arguments(tmp_path):
