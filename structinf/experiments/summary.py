@@ -98,12 +98,29 @@ def summarize(results: Path) -> dict:
                 continue
             hist = u.get("history", [])
             best = max(hist, key=lambda h: h["dev"])["epoch"] if hist else "-"
+            cap = u.get("train_config", {}).get("epochs")
+            how = ("" if u.get("training_complete", True) or cap is None
+                   else f" (cut at {len(hist)} of {cap})")
+            if u.get("training_complete", True) and cap is not None and len(hist) >= cap:
+                how = " (epoch cap)"
+            resumed = u.get("resumed_at_epoch")
+            if resumed:
+                how += f"; resumed at {resumed}"
+            minutes = sum(h.get("seconds", 0.0) for h in hist) / 60
             rows.append([t, kind, _pct(u["dev"]["score"]), _pct(u["test"]["score"]),
-                         f"{best} / {len(hist)}", f"{u.get('seconds', 0) / 60:.0f}"])
+                         f"{best} / {len(hist)}{how}", f"{minutes:.0f}"])
     if rows:
         lines += ["## Trained energies (Viterbi decoding)", "",
                   _table(["task", "model", "dev", "test", "best epoch / epochs run",
-                          "train minutes"], rows), ""]
+                          "train minutes (sum of epochs)"], rows), ""]
+        curves = []
+        for t in TASKS:
+            units = _energy_units(results, t)
+            for name, kind in (("energy-crf", "BLSTM-CRF"), ("energy-crf+", "BLSTM-CRF+")):
+                hist = (units.get(name) or {}).get("history", [])
+                if hist:
+                    curves.append(f"- {t} {kind}: " + " ".join(_pct(h["dev"]) for h in hist))
+        lines += ["Learning curves (dev score after each epoch, %):", "", *curves, ""]
 
     # Table 1.
     rows = []
