@@ -463,9 +463,12 @@ class Study:
                       f"from {net_name}")
             dev = {lr: run_split("dev", lr) for lr in lrs}
             out = {"net": net_name, "lrs": list(lrs), "per_n": {}}
+            tests: Dict[float, Dict[int, dict]] = {}  # one test run per lr gives every N
             for n in ns:
                 lr = max(lrs, key=lambda x: (dev[x][n]["score"], -dev[x][n]["avg_energy"]))
-                test = run_split("test", lr)[n]
+                if lr not in tests:
+                    tests[lr] = run_split("test", lr)
+                test = tests[lr][n]
                 out["per_n"][str(n)] = {"lr": lr, "dev_score": dev[lr][n]["score"], **test}
             return out
 
