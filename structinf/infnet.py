@@ -115,7 +115,7 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
                  word_dim: int = 100, word_vectors: Optional[Tensor] = None,
                  freeze_words: bool = False, cfg: TrainConfig, out: Optional[Path] = None,
                  energy_checkpoint: Optional[Path] = None, progress: bool = True,
-                 device: str | torch.device = "cpu", on_epoch=None
+                 device: str | torch.device = "cpu", on_epoch=None, resume: bool = False
                  ) -> Tuple[InferenceNetwork, list]:
     """Trains an inference network (``energy_model`` given) or a local baseline (None).
 
@@ -133,6 +133,8 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
         out: checkpoint folder (best dev weights) or None.
         energy_checkpoint: where the energy was loaded from, recorded in the checkpoint.
         on_epoch: called with each :class:`EpochRecord` (after the weight update).
+        resume: continue the training of the checkpoint in ``out`` (its weights
+            and saved history; same settings required) up to ``cfg.epochs``.
 
     Returns:
         (model with the best dev weights, in eval mode; list of EpochRecord).
@@ -148,12 +150,25 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
                          word_dim=word_dim)
     mcfg.embedder.freeze_words = freeze_words
     model = InferenceNetwork(mcfg, word_vectors).to(device)
+    prior = None
+    if resume:
+        from .checkpoint import load_checkpoint
+        if out is None or not (Path(out) / "config.json").is_file():
+            raise FileNotFoundError(f"train_infnet: resume: no checkpoint in {out}")
+        saved, saved_extra = load_checkpoint(out, map_location=device)
+        if (saved.config.to_dict() != model.config.to_dict()
+                or saved_extra.get("infnet", {}).get("lam") != (None if energy_model is None
+                                                                 else lam)):
+            raise ValueError(f"train_infnet: resume: the checkpoint in {out} has other "
+                             "settings than the ones asked for")
+        model.load_state_dict(saved.state_dict())
+        prior = saved_extra.get("history", [])
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:
         return score_ids(p, "dev", predict(m.decode, dev, device=device))
 
-    state = {"lam": annealed_lambda(lam, 1, anneal)}
+    state = {"lam": annealed_lambda(lam, len(prior or []) + 1, anneal)}
     if energy_model is None:
         loss_fn = local_loss
     else:
@@ -177,7 +192,7 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     role = "local" if energy_model is None else "infnet"
     history = fit(model, p.encoded["train"], loss_fn, dev_score, cfg, checkpoint=out,
                   extra=extra, progress=progress, desc=f"{p.task.name} {mcfg.kind} {role}",
-                  device=device, on_epoch=after_epoch)
+                  device=device, on_epoch=after_epoch, resume=prior)
     return model, history
 
 

@@ -263,6 +263,26 @@ def test_local_baseline_improves_dev_and_checkpoints(prepared, tmp_path):
     assert extra["task"] == "twitter-pos"
 
 
+def test_resume_continues_an_inference_network(prepared, energy_model, tmp_path):
+    out = tmp_path / "net"
+    one = TrainConfig(epochs=1, batch_size=10, lr=0.02, patience=10, unk_replace=0.0, seed=0)
+    _, h1 = train_infnet(prepared, "cnn", energy_model=energy_model, lam=0.5, cfg=one, hidden=8,
+                         word_dim=8, out=out, progress=False)
+    three = TrainConfig(epochs=3, batch_size=10, lr=0.02, patience=10, unk_replace=0.0, seed=0)
+    _, h3 = train_infnet(prepared, "cnn", energy_model=energy_model, lam=0.5, cfg=three,
+                         hidden=8, word_dim=8, out=out, progress=False, resume=True)
+    assert [h.epoch for h in h3] == [1, 2, 3] and h3[0].dev == h1[0].dev
+    _, extra = load_checkpoint(out)
+    assert len(extra["history"]) == 3 and extra["infnet"]["lam"] == 0.5
+    # Another lambda, or a local baseline, is not the same training.
+    with pytest.raises(ValueError, match="other settings"):
+        train_infnet(prepared, "cnn", energy_model=energy_model, lam=1.0, cfg=three, hidden=8,
+                     word_dim=8, out=out, progress=False, resume=True)
+    with pytest.raises(ValueError, match="other settings"):
+        train_infnet(prepared, "cnn", cfg=three, hidden=8, word_dim=8, out=out, progress=False,
+                     resume=True)
+
+
 def test_annealing_schedule_and_its_use(prepared, energy_model, monkeypatch, tmp_path):
     assert annealed_lambda(2.0, 1, True) == 2.0
     assert annealed_lambda(2.0, 3, True) == pytest.approx(2.0 * math.exp(-0.02))

@@ -69,6 +69,7 @@ class Plan:
     energy_train_plus: Optional[Dict] = None   # None: as energy_train
     infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
                                                             patience=5))
+    infnet_train_plus: Optional[Dict] = None   # None: as infnet_train
     archs: Tuple[str, ...] = ("cnn", "blstm", "seq2seq")
     hidden: int = 100
     hidden_sweep: Tuple[int, ...] = (50, 100, 200)
@@ -124,7 +125,8 @@ def make_plan(task: str, quick: bool = False) -> Plan:
                     gd_iterations=(5, 10, 20, 30, 40, 50, 100),
                     energy_train=dict(epochs=15, patience=3),
                     energy_train_plus=dict(epochs=4, patience=3),
-                    infnet_train=dict(epochs=2, batch_size=16, lr=1e-3, patience=2))
+                    infnet_train=dict(epochs=2, batch_size=16, lr=1e-3, patience=2),
+                    infnet_train_plus=dict(epochs=6, batch_size=16, lr=1e-3, patience=2))
     raise ValueError(f"reproduce: unknown task {task!r}")
 
 
@@ -278,24 +280,33 @@ class Study:
         eval_energy = self.energy(plus)[0]
 
         def compute() -> dict:
-            cfg = TrainConfig(**{**plan.infnet_train, "seed": 0})
+            settings = plan.infnet_train
+            if plus and plan.infnet_train_plus is not None:
+                settings = plan.infnet_train_plus
+            cfg = TrainConfig(**{**settings, "seed": 0})
             reused = self._reuse(name)
-            if reused is not None:
+            resumed_at = None
+            if reused is not None and _stopped(reused[1], cfg)["training_complete"]:
                 model, history = reused
             else:
-                self._say(f"training {name}")
+                if reused is not None:
+                    resumed_at = len(reused[1]) + 1
+                    self._say(f"resuming the training of {name} at epoch {resumed_at}")
+                else:
+                    self._say(f"training {name}")
                 model, history = train_infnet(
                     self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
                     hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim,
                     cfg=cfg, out=self.runs / name,
                     energy_checkpoint=None if local else self.runs / self.energy_name(plus),
-                    progress=self.progress, device=self.device)
+                    progress=self.progress, device=self.device, resume=reused is not None)
                 history = [asdict(h) for h in history]
                 self._models[name] = model
             out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,
                    "windows": list(windows), "layers": layers, "lam": None if local else lam,
                    "anneal": anneal, "history": history, "train_config": cfg.to_dict(),
-                   "reused_checkpoint": reused is not None, **_stopped(history, cfg)}
+                   "reused_checkpoint": reused is not None, "resumed_at_epoch": resumed_at,
+                   **_stopped(history, cfg)}
             for split in ("dev", "test"):
                 out[split] = self._network_eval(model, eval_energy, split)
             return out
