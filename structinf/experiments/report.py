@@ -145,7 +145,7 @@ class Report:
                      _num(net["avg_energy"]), *self._pp(pp["infnet_discrete"])])
         for kind, label in (("tailor", "instance-tailored infnet+"),
                             ("warm", "infnet+ as warm start for gradient descent")):
-            for n, r in t[kind]["per_n"].items():
+            for n, r in sorted(t[kind]["per_n"].items(), key=lambda kv: int(kv[0])):
                 rows.append([f"{label} (lr {r['lr']:g})", n, _pct(r["score"]),
                              _num(r["avg_energy"]), *self._pp(pp[kind].get(int(n)))])
         body = (f"Test {self.metric} (%) and average energy (lower is better) of each method "
@@ -207,8 +207,10 @@ class Report:
         gd = t["gd"]
         gd_pts = [(f"GD {n}", r["dev_tuned_seconds"], r["dev_tuned_score"])
                   for n, r in sorted(gd["per_n"].items(), key=lambda kv: int(kv[0]))]
-        tail = [(f"tailored {n}", r["seconds"], r["score"]) for n, r in t["tailor"]["per_n"].items()]
-        warm = [(f"warm {n}", r["seconds"], r["score"]) for n, r in t["warm"]["per_n"].items()]
+        def by_n(per_n):
+            return sorted(per_n.items(), key=lambda kv: int(kv[0]))
+        tail = [(f"tailored {n}", r["seconds"], r["score"]) for n, r in by_n(t["tailor"]["per_n"])]
+        warm = [(f"warm {n}", r["seconds"], r["score"]) for n, r in by_n(t["warm"]["per_n"])]
         fig, ax = plt.subplots(figsize=(6, 4))
         for group, marker in ((gd_pts, "o"), (tail, "s"), (warm, "^")):
             ax.plot([x[1] for x in group], [100 * x[2] for x in group], marker=marker,

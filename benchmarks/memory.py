@@ -1,0 +1,108 @@
+"""Peak memory of log-likelihood forward + backward, measured in fresh processes.
+
+    python benchmarks/memory.py --out benchmarks/results/<machine>-memory.json
+
+For each implementation and size, a child process builds the float32 inputs,
+reads its resident set size, runs log Z forward + ``backward()`` once, and
+reports the peak resident set size (``ru_maxrss``) minus the size before the
+call: the memory the computation needed, the gradients it returns included
+(inputs excluded). A case whose estimated peak (``peers.peak_bytes``) exceeds
+the limit is not run and its estimate is reported instead (torch-struct's dense
+(B, T-1, L, L) chart needs terabytes at L = 400).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+IMPLS = ("structinf", "pytorch-matmul-exp", "pytorch-vectorized", "pytorch-crf-nll",
+         "torch-struct")
+SIZES = ((256, 100, 400), (10, 100, 400), (256, 100, 25))
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def child(impl: str, B: int, T: int, L: int) -> dict:
+    import resource
+
+    import torch
+
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    torch.set_num_threads(1)
+    (chosen,) = [i for i in peers.impls("loglik") if i.name == impl]
+    run = chosen.build(peers.make_inputs(B, T, L))
+    before = _rss_bytes()
+    log_z = run()
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"impl": impl, "B": B, "T": T, "L": L, "extra_peak_bytes": max(peak - before, 0),
+            "finite": bool(torch.isfinite(log_z).all())}
+
+
+def measure(impl: str, B: int, T: int, L: int, limit_bytes: int) -> dict:
+    sys.path.insert(0, str(HERE))
+    import peers
+
+    (chosen,) = [i for i in peers.impls("loglik") if i.name == impl]
+    if not chosen.available:
+        return {"impl": impl, "B": B, "T": T, "L": L, "skipped": True, "missing": chosen.module}
+    need = peers.peak_bytes(chosen, B, T, L)
+    if need is not None and need > limit_bytes:
+        return {"impl": impl, "B": B, "T": T, "L": L, "skipped": True,
+                "estimated_peak_bytes": need}
+    out = subprocess.run([sys.executable, __file__, "--child", impl, str(B), str(T), str(L)],
+                         capture_output=True, text=True, timeout=1800)
+    if out.returncode != 0:
+        return {"impl": impl, "B": B, "T": T, "L": L, "error": out.stderr.strip()[-500:]}
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--child", nargs=4, metavar=("IMPL", "B", "T", "L"), help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, default=None, help="JSON output")
+    ap.add_argument("--limit-gb", type=float, default=None,
+                    help="skip a case whose estimated peak exceeds this (default 60%% of RAM)")
+    args = ap.parse_args(argv)
+    if args.child:
+        impl, B, T, L = args.child[0], *map(int, args.child[1:])
+        print(json.dumps(child(impl, B, T, L)))
+        return 0
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    limit = int(args.limit_gb * 2**30) if args.limit_gb else int(0.6 * total)
+    rows = []
+    sys.path.insert(0, str(HERE))
+    import peers
+    for B, T, L in SIZES:
+        for impl in IMPLS:
+            rows.append(measure(impl, B, T, L, limit))
+    for r in rows:
+        size = f"B={r['B']} T={r['T']} L={r['L']}"
+        if r.get("skipped"):
+            est = r.get("estimated_peak_bytes")
+            print(f"{size:22s} {r['impl']:20s} not run (needs about {est / 1e9:,.1f} GB)"
+                  if est else f"{size:22s} {r['impl']:20s} not run")
+        elif "error" in r:
+            print(f"{size:22s} {r['impl']:20s} error: {r['error']}")
+        else:
+            print(f"{size:22s} {r['impl']:20s} {r['extra_peak_bytes'] / 2**20:10.1f} MiB")
+    if args.out is not None:
+        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
+        tmp.write_text(json.dumps({"rows": rows}, indent=1))
+        tmp.replace(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
