@@ -100,18 +100,18 @@ def test_invalid_utf8_names_the_line(tmp_path):
 # ----------------------------------------------------------------------------- CoNLL-2003
 
 CONLL_TINY = """\
-EU NNP I-NP I-ORG
-rejects VBZ I-VP O
-German JJ I-NP I-MISC
-call NN I-NP O
+Acme NNP I-NP I-ORG
+sells VBZ I-VP O
+Nordic JJ I-NP I-MISC
+chairs NNS I-NP O
 
-Peter NNP I-NP I-PER
-Blackburn NNP I-NP I-PER
+Ada NNP I-NP I-PER
+Lovelace NNP I-NP I-PER
 Smith NNP I-NP B-PER
 
 -DOCSTART- -X- O O
 
-Paris NNP I-NP I-LOC
+Oslo NNP I-NP I-LOC
 
 -DOCSTART- -X- O O"""
 
@@ -119,7 +119,7 @@ Paris NNP I-NP I-LOC
 def test_read_conll2003_schemes_and_docstart(tmp_path):
     path = write(tmp_path / "eng.train", CONLL_TINY)
     iob1 = read_conll2003(path, scheme="iob1")
-    assert [s.tokens[0] for s in iob1] == ["EU", "Peter", "Paris"]
+    assert [s.tokens[0] for s in iob1] == ["Acme", "Ada", "Oslo"]
     assert iob1[1].tags == ["I-PER", "I-PER", "B-PER"]
     assert read_conll2003(path, scheme="iob2")[1].tags == ["B-PER", "I-PER", "B-PER"]
     bioes = read_conll2003(path)
