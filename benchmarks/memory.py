@@ -21,10 +21,20 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+import peers  # noqa: E402
+
+from structinf.checkpoint import write_json_atomic  # noqa: E402
 
 IMPLS = ("structinf", "pytorch-matmul-exp", "pytorch-vectorized", "pytorch-crf-nll",
          "torch-struct")
 SIZES = ((256, 100, 400), (10, 100, 400), (256, 100, 25))
+
+
+def _impl(name: str) -> peers.Impl:
+    (chosen,) = [i for i in peers.impls("loglik") if i.name == name]
+    return chosen
 
 
 def _rss_bytes() -> int:
@@ -37,12 +47,8 @@ def child(impl: str, B: int, T: int, L: int) -> dict:
 
     import torch
 
-    sys.path.insert(0, str(HERE))
-    import peers
-
     torch.set_num_threads(1)
-    (chosen,) = [i for i in peers.impls("loglik") if i.name == impl]
-    run = chosen.build(peers.make_inputs(B, T, L))
+    run = _impl(impl).build(peers.make_inputs(B, T, L))
     before = _rss_bytes()
     log_z = run()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
@@ -51,21 +57,30 @@ def child(impl: str, B: int, T: int, L: int) -> dict:
 
 
 def measure(impl: str, B: int, T: int, L: int, limit_bytes: int) -> dict:
-    sys.path.insert(0, str(HERE))
-    import peers
-
-    (chosen,) = [i for i in peers.impls("loglik") if i.name == impl]
+    case = {"impl": impl, "B": B, "T": T, "L": L}
+    chosen = _impl(impl)
     if not chosen.available:
-        return {"impl": impl, "B": B, "T": T, "L": L, "skipped": True, "missing": chosen.module}
+        return {**case, "skipped": True, "missing": chosen.module}
     need = peers.peak_bytes(chosen, B, T, L)
-    if need is not None and need > limit_bytes:
-        return {"impl": impl, "B": B, "T": T, "L": L, "skipped": True,
-                "estimated_peak_bytes": need}
+    if need > limit_bytes:
+        return {**case, "skipped": True, "estimated_peak_bytes": need}
     out = subprocess.run([sys.executable, __file__, "--child", impl, str(B), str(T), str(L)],
                          capture_output=True, text=True, timeout=1800)
     if out.returncode != 0:
-        return {"impl": impl, "B": B, "T": T, "L": L, "error": out.stderr.strip()[-500:]}
+        return {**case, "error": out.stderr.strip()[-500:]}
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _line(r: dict) -> str:
+    head = f"B={r['B']} T={r['T']} L={r['L']}"
+    head = f"{head:22s} {r['impl']:20s}"
+    if "error" in r:
+        return f"{head} error: {r['error']}"
+    if r.get("skipped"):
+        est = r.get("estimated_peak_bytes")
+        return (f"{head} not run (needs about {est / 1e9:,.1f} GB)" if est
+                else f"{head} not run ({r.get('missing')} not installed)")
+    return f"{head} {r['extra_peak_bytes'] / 2**20:10.1f} MiB"
 
 
 def main(argv=None) -> int:
@@ -81,26 +96,11 @@ def main(argv=None) -> int:
         return 0
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = int(args.limit_gb * 2**30) if args.limit_gb else int(0.6 * total)
-    rows = []
-    sys.path.insert(0, str(HERE))
-    import peers
-    for B, T, L in SIZES:
-        for impl in IMPLS:
-            rows.append(measure(impl, B, T, L, limit))
+    rows = [measure(impl, B, T, L, limit) for B, T, L in SIZES for impl in IMPLS]
     for r in rows:
-        size = f"B={r['B']} T={r['T']} L={r['L']}"
-        if r.get("skipped"):
-            est = r.get("estimated_peak_bytes")
-            print(f"{size:22s} {r['impl']:20s} not run (needs about {est / 1e9:,.1f} GB)"
-                  if est else f"{size:22s} {r['impl']:20s} not run")
-        elif "error" in r:
-            print(f"{size:22s} {r['impl']:20s} error: {r['error']}")
-        else:
-            print(f"{size:22s} {r['impl']:20s} {r['extra_peak_bytes'] / 2**20:10.1f} MiB")
+        print(_line(r))
     if args.out is not None:
-        tmp = args.out.with_suffix(args.out.suffix + ".tmp")
-        tmp.write_text(json.dumps({"rows": rows}, indent=1))
-        tmp.replace(args.out)
+        write_json_atomic(args.out, {"rows": rows})
     return 0
 
 

@@ -28,6 +28,9 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
+from structinf.checkpoint import write_text_atomic
+from structinf.experiments.speed import fmt_ratio
+
 __all__ = ["render", "main"]
 
 GROUP_ORDER = ["viterbi", "loglik", "gd50"]
@@ -63,12 +66,6 @@ def _fmt_ms(seconds: Optional[float]) -> str:
     if ms >= 1:
         return f"{ms:.2f}"
     return f"{ms:.3g}"
-
-
-def _fmt_ratio(x: Optional[float]) -> str:
-    if x is None:
-        return "-"
-    return f"{x:,.0f}x" if x >= 100 else f"{x:.3g}x"
 
 
 def _fmt_bytes(n: float) -> str:
@@ -180,8 +177,8 @@ def render(data: Dict) -> str:
             row += [_fmt_ms(t[i]) if i in t else sk.get(i, "-") for i in impls]
             if REFERENCE in impls:
                 ref = t.get(REFERENCE)
-                row.append(_fmt_ratio(ref / fl) if ref and fl else "-")
-                row += [_fmt_ratio(t[p] / ref) if ref and p in t else "-" for p in peers]
+                row.append(fmt_ratio(ref / fl) if ref and fl else "-")
+                row += [fmt_ratio(t[p] / ref) if ref and p in t else "-" for p in peers]
             lines.append("| " + " | ".join(row) + " |")
         if notes.get(group):
             lines.append("")
@@ -197,13 +194,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--out", type=Path, default=None,
                         help="write the markdown here (default: print it)")
     args = parser.parse_args(argv)
-    text = render(json.loads(args.json.read_text()))
-    if args.out is None:
+    emit(render(json.loads(args.json.read_text())), args.out)
+    return 0
+
+
+def emit(text: str, out: Optional[Path]) -> None:
+    """Prints the rendered markdown, or writes it (atomically) to ``out``."""
+    if out is None:
         sys.stdout.write(text + "\n")
     else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
-    return 0
+        write_text_atomic(out, text + "\n")
 
 
 if __name__ == "__main__":

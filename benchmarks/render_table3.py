@@ -45,6 +45,10 @@ from structinf.experiments.speed import (
     format_table3,
 )
 
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+from render import emit  # noqa: E402  (benchmarks/render.py)
+
 __all__ = ["records_of", "render", "figure2_points", "plot_figure2", "main"]
 
 
@@ -340,11 +344,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             link = str(args.figure.resolve())
     text = render(data, results=args.results, figure=args.figure, task=args.task,
                   batch_size=args.batch_size, device=args.device, figure_link=link)
-    if args.out is None:
-        sys.stdout.write(text + "\n")
-    else:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(text + "\n")
+    emit(text, args.out)
     return 0
 
 

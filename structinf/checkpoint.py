@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 __all__ = ["save_checkpoint", "load_checkpoint", "register_model", "write_json_atomic",
-           "CheckpointError"]
+           "write_text_atomic", "CheckpointError"]
 
 FORMAT = "structinf-checkpoint"
 VERSION = 1
@@ -47,20 +47,24 @@ def _ensure_registry() -> None:
     from . import models  # noqa: F401
 
 
-def write_json_atomic(path: os.PathLike, data: Any) -> None:
-    """Writes JSON to ``path`` through a temporary file and one rename."""
+def write_text_atomic(path: os.PathLike, text: str) -> None:
+    """Writes ``text`` to ``path`` through a temporary sibling file and one rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
+            f.write(text)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: os.PathLike, data: Any) -> None:
+    """Writes JSON to ``path`` through a temporary file and one rename."""
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: os.PathLike, model: nn.Module, *, extra: Dict[str, Any] | None = None,

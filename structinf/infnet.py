@@ -28,7 +28,7 @@ from .data import Batch
 from .data.batching import TAG_PAD_ID
 from .energy import LinearChainEnergy
 from .models.infnet import InferenceNetwork, infnet_config
-from .pipeline import Prepared, predict, score_ids
+from .pipeline import Prepared, predict, resume_from, score_ids
 from .train import EpochRecord, TrainConfig, fit, seed_everything
 
 __all__ = ["ANNEAL_RATE", "annealed_lambda", "local_loss", "infnet_loss", "train_infnet",
@@ -152,17 +152,9 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     model = InferenceNetwork(mcfg, word_vectors).to(device)
     prior = None
     if resume:
-        from .checkpoint import load_checkpoint
-        if out is None or not (Path(out) / "config.json").is_file():
-            raise FileNotFoundError(f"train_infnet: resume: no checkpoint in {out}")
-        saved, saved_extra = load_checkpoint(out, map_location=device)
-        if (saved.config.to_dict() != model.config.to_dict()
-                or saved_extra.get("infnet", {}).get("lam") != (None if energy_model is None
-                                                                 else lam)):
-            raise ValueError(f"train_infnet: resume: the checkpoint in {out} has other "
-                             "settings than the ones asked for")
-        model.load_state_dict(saved.state_dict())
-        prior = saved_extra.get("history", [])
+        want_lam = None if energy_model is None else lam
+        prior = resume_from(out, model, "train_infnet",
+                            same=lambda extra: extra.get("infnet", {}).get("lam") == want_lam)
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:

@@ -29,7 +29,7 @@ from .train import TrainConfig, fit, seed_everything
 logger = logging.getLogger(__name__)
 
 __all__ = ["Prepared", "prepare", "prepare_from_extra", "iterate", "predict", "score_ids",
-           "ENERGY_TRAIN_DEFAULTS", "train_energy", "energy_train_config"]
+           "ENERGY_TRAIN_DEFAULTS", "train_energy", "energy_train_config", "resume_from"]
 
 MAX_WORD_LEN = 30
 
@@ -125,6 +125,24 @@ def energy_train_config(task: str, **overrides) -> TrainConfig:
     return TrainConfig(**cfg)
 
 
+def resume_from(out: Optional[Path], model: nn.Module, who: str, *, what: str = "settings",
+                same: Callable[[dict], bool] = lambda extra: True) -> list:
+    """Loads the checkpoint in ``out`` into ``model`` to continue its training.
+
+    The checkpoint must hold the same model configuration (and satisfy
+    ``same(extra)``); returns the training history saved with it.
+    """
+    from .checkpoint import load_checkpoint
+    if out is None or not (Path(out) / "config.json").is_file():
+        raise FileNotFoundError(f"{who}: resume: no checkpoint in {out}")
+    saved, extra = load_checkpoint(out, map_location=next(model.parameters()).device)
+    if saved.config.to_dict() != model.config.to_dict() or not same(extra):
+        raise ValueError(f"{who}: resume: the checkpoint in {out} has other {what} than the "
+                         "ones asked for")
+    model.load_state_dict(saved.state_dict())
+    return list(extra.get("history", []))
+
+
 def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConfig,
                  hidden: Optional[int] = None, word_dim: int = 100, constrained: bool = False,
                  progress: bool = True, device="cpu", word_vectors: Optional[Tensor] = None,
@@ -146,17 +164,7 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
                                plus=plus, hidden=hidden, word_dim=word_dim, scheme=scheme)
     mcfg.embedder.freeze_words = freeze_words
     model = BLSTMCRF(mcfg, word_vectors).to(device)
-    prior = None
-    if resume:
-        from .checkpoint import load_checkpoint
-        if out is None or not (Path(out) / "config.json").is_file():
-            raise FileNotFoundError(f"train_energy: resume: no checkpoint in {out}")
-        saved, extra = load_checkpoint(out, map_location=device)
-        if saved.config.to_dict() != model.config.to_dict():
-            raise ValueError(f"train_energy: resume: the checkpoint in {out} has other model "
-                             "settings than the ones asked for")
-        model.load_state_dict(saved.state_dict())
-        prior = extra.get("history", [])
+    prior = resume_from(out, model, "train_energy", what="model settings") if resume else None
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..checkpoint import write_json_atomic  # noqa: E402
+from ..checkpoint import write_json_atomic, write_text_atomic  # noqa: E402
 from . import paper  # noqa: E402
 
 __all__ = ["Report"]
@@ -55,10 +55,7 @@ class Report:
                 f"{self.plan.limit} sentences per evaluation split; a smoke test, not the "
                 "study.\n\n") if self.plan.quick else ""
         text = f"# {title}\n\n{note}{body}\n"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.md.tmp"
-        tmp.write_text(text)
-        tmp.replace(self.dir / f"{name}.md")
+        write_text_atomic(self.dir / f"{name}.md", text)
         write_json_atomic(self.dir / f"{name}.json", {"task": self.task, **_strip(data)})
         self.written.append(name)
 
@@ -247,6 +244,4 @@ class Report:
         lines = [f"# Study results: {self.task}" + (" (quick mode)" if self.plan.quick else ""),
                  "", f"Paper counterpart: {self.paper_task}. Written by `structinf reproduce`.",
                  "", *[f"- [{n}]({n}.md)" for n in self.written]]
-        tmp = self.dir / ".README.md.tmp"
-        tmp.write_text("\n".join(lines) + "\n")
-        tmp.replace(self.dir / "README.md")
+        write_text_atomic(self.dir / "README.md", "\n".join(lines) + "\n")

@@ -32,7 +32,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..checkpoint import load_checkpoint, write_json_atomic
+from ..checkpoint import load_checkpoint, read_checkpoint_meta, write_json_atomic
 from ..data import Sentence, load_task
 from ..data.tasks import TaskData
 from ..infnet import instance_tailored_trajectory, train_infnet, warm_start_logits
@@ -84,6 +84,12 @@ class Plan:
     limit: Optional[int] = None                # sentences kept per split (quick mode)
     eval_batch: int = 10                       # the paper's test-time batch size
     dev_batch: int = 64
+
+    def training(self, kind: str, plus: bool) -> Dict:
+        """Training settings of the energies (kind "energy") or of the networks
+        ("infnet"); the ``*_train_plus`` ones, when set, for the CRF+ side."""
+        override = getattr(self, f"{kind}_train_plus")
+        return override if plus and override is not None else getattr(self, f"{kind}_train")
 
     @property
     def plus_arch(self) -> str:
@@ -182,16 +188,33 @@ class Study:
             tqdm.write(f"[{self.plan.task}] {msg}")
         logger.info(msg)
 
-    def _reuse(self, name: str):
-        """A checkpoint already in the runs folder (from an interrupted run): the
-        model and its saved training history, or None. Training stopped before
-        its last epoch is reported as such, never silently as complete."""
-        if not (self.runs / name / "config.json").is_file():
-            return None
-        model, extra = load_checkpoint(self.runs / name, map_location=self.device)
-        self._models[name] = model
-        self._say(f"reusing checkpoint {self.runs / name}")
-        return model, list(extra.get("history", []))
+    def _trained(self, name: str, cfg, train: Callable[[bool], Tuple[torch.nn.Module, list]]):
+        """The model ``name`` and the facts of its training, for the unit's JSON.
+
+        A checkpoint in the runs folder whose training ended (early stopping or
+        the epoch cap of ``cfg``) is reused; one cut short by an interrupted run
+        is trained on from its last saved epoch (``train(True)``); otherwise the
+        model is trained from scratch (``train(False)``).
+        """
+        folder = self.runs / name
+        saved = (read_checkpoint_meta(folder)["extra"].get("history", [])
+                 if (folder / "config.json").is_file() else None)
+        resumed_at = None
+        if saved is not None and _stopped(saved, cfg)["training_complete"]:
+            self._say(f"reusing checkpoint {folder}")
+            model, history = self._load(name), saved
+        else:
+            if saved is not None:
+                resumed_at = len(saved) + 1
+                self._say(f"resuming the training of {name} at epoch {resumed_at}")
+            else:
+                self._say(f"training {name}")
+            model, records = train(saved is not None)
+            history = [asdict(h) for h in records]
+            self._models[name] = model
+        return model, {"history": history, "train_config": cfg.to_dict(),
+                       "reused_checkpoint": saved is not None, "resumed_at_epoch": resumed_at,
+                       **_stopped(history, cfg)}
 
     def _load(self, name: str):
         if name not in self._models:
@@ -210,30 +233,12 @@ class Study:
         plan = self.plan
 
         def compute() -> dict:
-            settings = plan.energy_train
-            if plus and plan.energy_train_plus is not None:
-                settings = plan.energy_train_plus
-            cfg = energy_train_config(plan.task, **settings)
-            reused = self._reuse(name)
-            resumed_at = None
-            if reused is not None and _stopped(reused[1], cfg)["training_complete"]:
-                model, history = reused
-            else:
-                if reused is not None:
-                    # An interrupted training: go on from its last saved epoch.
-                    resumed_at = len(reused[1]) + 1
-                    self._say(f"resuming the training of {name} at epoch {resumed_at}")
-                else:
-                    self._say(f"training {name}")
-                model, history = train_energy(self.p, plus=plus, out=self.runs / name, cfg=cfg,
-                                              hidden=plan.energy_hidden, word_dim=plan.word_dim,
-                                              progress=self.progress, device=self.device,
-                                              resume=reused is not None)
-                history = [asdict(h) for h in history]
-                self._models[name] = model
-            out = {"name": name, "history": history, "train_config": cfg.to_dict(),
-                   "hidden": model.config.hidden, "reused_checkpoint": reused is not None,
-                   "resumed_at_epoch": resumed_at, **_stopped(history, cfg)}
+            cfg = energy_train_config(plan.task, **plan.training("energy", plus))
+            model, facts = self._trained(name, cfg, lambda resume: train_energy(
+                self.p, plus=plus, out=self.runs / name, cfg=cfg, hidden=plan.energy_hidden,
+                word_dim=plan.word_dim, progress=self.progress, device=self.device,
+                resume=resume))
+            out = {"name": name, "hidden": model.config.hidden, **facts}
             for split in ("dev", "test"):
                 out[split] = self._viterbi_eval(model, split)
             return out
@@ -280,33 +285,16 @@ class Study:
         eval_energy = self.energy(plus)[0]
 
         def compute() -> dict:
-            settings = plan.infnet_train
-            if plus and plan.infnet_train_plus is not None:
-                settings = plan.infnet_train_plus
-            cfg = TrainConfig(**{**settings, "seed": 0})
-            reused = self._reuse(name)
-            resumed_at = None
-            if reused is not None and _stopped(reused[1], cfg)["training_complete"]:
-                model, history = reused
-            else:
-                if reused is not None:
-                    resumed_at = len(reused[1]) + 1
-                    self._say(f"resuming the training of {name} at epoch {resumed_at}")
-                else:
-                    self._say(f"training {name}")
-                model, history = train_infnet(
-                    self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
-                    hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim,
-                    cfg=cfg, out=self.runs / name,
-                    energy_checkpoint=None if local else self.runs / self.energy_name(plus),
-                    progress=self.progress, device=self.device, resume=reused is not None)
-                history = [asdict(h) for h in history]
-                self._models[name] = model
+            cfg = TrainConfig(**{**plan.training("infnet", plus), "seed": 0})
+            model, facts = self._trained(name, cfg, lambda resume: train_infnet(
+                self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
+                hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim, cfg=cfg,
+                out=self.runs / name,
+                energy_checkpoint=None if local else self.runs / self.energy_name(plus),
+                progress=self.progress, device=self.device, resume=resume))
             out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,
                    "windows": list(windows), "layers": layers, "lam": None if local else lam,
-                   "anneal": anneal, "history": history, "train_config": cfg.to_dict(),
-                   "reused_checkpoint": reused is not None, "resumed_at_epoch": resumed_at,
-                   **_stopped(history, cfg)}
+                   "anneal": anneal, **facts}
             for split in ("dev", "test"):
                 out[split] = self._network_eval(model, eval_energy, split)
             return out

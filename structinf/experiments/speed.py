@@ -608,7 +608,8 @@ def _fmt_rate(x: Optional[float]) -> str:
     return f"{x:.3g}"
 
 
-def _fmt_ratio(x: Optional[float]) -> str:
+def fmt_ratio(x: Optional[float]) -> str:
+    """A ratio as ``12.3x`` (three significant digits; ``1,234x`` from 100)."""
     if x is None:
         return "-"
     return f"{x:,.0f}x" if x >= 100 else f"{x:.3g}x"
@@ -670,7 +671,7 @@ def format_table3(records: Sequence[dict], methods: Optional[Sequence[str]] = No
         if with_paper:
             pp = paper_examples_per_second(r["task"], r["method"])
             if pp is not None:
-                text += f" (paper {_fmt_rate(pp)}; {_fmt_ratio(ours / pp if ours else None)})"
+                text += f" (paper {_fmt_rate(pp)}; {fmt_ratio(ours / pp if ours else None)})"
         return text
 
     lines = ["Examples/second, end to end from token ids to labels. In parentheses: the "

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..checkpoint import write_json_atomic
+from ..checkpoint import write_json_atomic, write_text_atomic
 from . import paper
 
 __all__ = ["summarize", "main"]
@@ -247,9 +247,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     s = summarize(args.results)
     out = args.out or args.results / "README.md"
-    tmp = out.with_name(f".{out.name}.tmp")
-    tmp.write_text(s["markdown"])
-    tmp.replace(out)
+    write_text_atomic(out, s["markdown"])
     write_json_atomic(args.results / "findings.json", s["findings"])
     print(f"wrote {out} ({len(s['tasks'])} tasks with results)")
     return 0
