@@ -27,8 +27,8 @@ from .data.vocab import UNK_ID
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["TrainConfig", "EpochRecord", "fit", "singleton_ids", "replace_singletons",
-           "seed_everything"]
+__all__ = ["TrainConfig", "EpochRecord", "fit", "epochs_since_best", "singleton_ids",
+           "replace_singletons", "seed_everything"]
 
 
 @dataclass
@@ -109,6 +109,13 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def epochs_since_best(history: Sequence[dict]) -> int:
+    """Epochs after the one with the best dev score (the earliest of ties) in a
+    saved training history: what early stopping compares with the patience."""
+    best_at = max(range(len(history)), key=lambda i: (history[i]["dev"], -i))
+    return len(history) - 1 - best_at
+
+
 def fit(
     model: nn.Module,
     train: Sequence[EncodedSentence],
@@ -150,8 +157,8 @@ def fit(
     singletons = singleton_ids(train) if cfg.unk_replace > 0 else torch.empty(0, dtype=torch.int64)
     best, best_state, stale = -math.inf, None, 0
     if history:
-        best_at = max(range(len(history)), key=lambda i: (history[i].dev, -i))
-        best, stale = history[best_at].dev, len(history) - 1 - best_at
+        stale = epochs_since_best(resume)
+        best = history[len(history) - 1 - stale].dev
         best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if stale >= cfg.patience:
             logger.info("%s: already early-stopped at epoch %d", desc, len(history))

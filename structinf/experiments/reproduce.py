@@ -37,7 +37,7 @@ from ..data import Sentence, load_task
 from ..data.tasks import TaskData
 from ..infnet import instance_tailored_trajectory, train_infnet, warm_start_logits
 from ..pipeline import Prepared, energy_train_config, iterate, predict, prepare, score_ids, train_energy
-from ..train import TrainConfig
+from ..train import TrainConfig, epochs_since_best
 from . import gd_study, paper
 from .report import Report
 
@@ -140,12 +140,9 @@ def _stopped(history: List[dict], cfg) -> dict:
     """How training ended: the epochs run, and whether it ended by early stopping
     or the epoch cap (complete) or was cut short (a checkpoint left by an
     interrupted run)."""
-    epochs = len(history)
-    if not history:
-        return {"epochs_run": 0, "training_complete": False}
-    best = max(h.get("epoch", i + 1) for i, h in enumerate(history) if h.get("best"))
-    complete = epochs >= cfg.epochs or epochs - best >= cfg.patience
-    return {"epochs_run": epochs, "training_complete": bool(complete)}
+    complete = bool(history) and (len(history) >= cfg.epochs
+                                  or epochs_since_best(history) >= cfg.patience)
+    return {"epochs_run": len(history), "training_complete": complete}
 
 
 def _subsample(task: TaskData, limit: Optional[int]) -> TaskData:
