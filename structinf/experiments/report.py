@@ -26,7 +26,8 @@ def _num(x: Optional[float], digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
-def _table(header: List[str], rows: List[List[str]]) -> str:
+def md_table(header: List[str], rows: List[List[str]]) -> str:
+    """A markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     out += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(out)
@@ -79,7 +80,7 @@ class Report:
         body = (f"Test {self.metric} (%), every method on the BLSTM-CRF energy; inference "
                 f"networks and local baselines with H={self.plan.hidden}, CNN windows {{1,3}}, "
                 f"λ tuned on dev over {list(self.plan.lambdas)}.\n\n"
-                + _table(["", *[ARCH_NAMES[a] for a in archs]], rows))
+                + md_table(["", *[ARCH_NAMES[a] for a in archs]], rows))
         self._write("table1", f"Table 1: {self.task}, BLSTM-CRF energy", body, t)
 
     def table2(self, t: dict) -> None:
@@ -89,7 +90,7 @@ class Report:
                 ["infnet", _pct(t["13"]["infnet"]), _pct(t["15"]["infnet"]),
                  f"{pp['infnet'][0]}", f"{pp['infnet'][1]}"]]
         body = (f"Dev {self.metric} (%) of CNNs with two filter sets (H={self.plan.hidden}).\n\n"
-                + _table(["", "{1,3}-gram", "{1,5}-gram", "paper {1,3}", "paper {1,5}"], rows))
+                + md_table(["", "{1,3}-gram", "{1,5}-gram", "paper {1,3}", "paper {1,5}"], rows))
         self._write("table2", f"Table 2: {self.task}, CNN windows", body, t)
 
     def table4(self, t: dict) -> None:
@@ -104,7 +105,7 @@ class Report:
                 ["Viterbi", _pct(t["viterbi"]), f"{pp['viterbi']}"]]
         body = (f"Test {self.metric} (%) with the BLSTM-CRF+ energy (character CNN, dropout "
                 f"0.5, fine-tuned embeddings).\n\n"
-                + _table(["", "ours", f"paper ({self.paper_task})"], rows))
+                + md_table(["", "ours", f"paper ({self.paper_task})"], rows))
         self._write("table4", f"Table 4: {self.task}, BLSTM-CRF+", body, t)
 
     def table5(self, t: dict) -> None:
@@ -116,7 +117,7 @@ class Report:
                  f"{pp['two']}"],
                 ["Viterbi", _pct(t["viterbi"]), f"{pp['viterbi']}"]]
         body = (f"Test F1 (%), BLSTM-CRF+ energy; annealing λ·exp(-0.01·epoch).\n\n"
-                + _table(["", "ours", "paper"], rows))
+                + md_table(["", "ours", "paper"], rows))
         self._write("table5", f"Table 5: {self.task}, deeper inference networks", body, t)
 
     def table6(self, t: dict) -> None:
@@ -150,7 +151,7 @@ class Report:
                 "those of the discrete output unless marked relaxed. N: gradient-descent "
                 "iterations or tailoring steps. The paper's energies come from its models and "
                 "data, so only their order is comparable with ours.\n\n"
-                + _table(["method", "N", "ours", "ours energy", "paper", "paper energy"], rows))
+                + md_table(["method", "N", "ours", "ours energy", "paper", "paper energy"], rows))
         self._write("table6", f"Table 6: {self.task}, search and energies", body, t)
 
     @staticmethod
@@ -169,7 +170,7 @@ class Report:
         body = ("Spearman's ρ between per-sentence LSTM-LM perplexity (word and gold-label "
                 "models trained on Twitter POS train) and search error E(y_method) - "
                 "E(y_Viterbi) on the test set, BLSTM-CRF energy.\n\n"
-                + _table(["method", "ρ word ppl", "ρ label ppl", "mean search error",
+                + md_table(["method", "ρ word ppl", "ρ label ppl", "mean search error",
                           "paper ρ word", "paper ρ label"], rows))
         self._write("perplexity", f"Search error vs perplexity: {self.task}", body, t)
 
@@ -191,7 +192,7 @@ class Report:
         rows = [[ARCH_NAMES[a], str(h), _pct(v["local"]), _pct(v["infnet"])]
                 for a, by_h in f.items() for h, v in sorted(by_h.items())]
         self._write("figure1", f"Figure 1: {self.task}, dev score vs hidden size",
-                    "![figure 1](figure1.png)\n\n" + _table(["arch", "H", "local", "infnet"], rows),
+                    "![figure 1](figure1.png)\n\n" + md_table(["arch", "H", "local", "infnet"], rows),
                     {"points": {a: {str(h): v for h, v in d.items()} for a, d in f.items()}})
 
     def figure2(self, t: dict, feature_seconds: float) -> None:
@@ -229,7 +230,7 @@ class Report:
                     "![figure 2](figure2.png)\n\nTimes include the feature network (the "
                     f"energy's BLSTM, {feature_seconds:.2f} s on this test set) wherever the "
                     "method needs the energy; gradient descent uses the dev-tuned learning "
-                    "rate for each N.\n\n" + _table(["method", "seconds", self.metric], rows),
+                    "rate for each N.\n\n" + md_table(["method", "seconds", self.metric], rows),
                     {"points": [{"method": n, "seconds": s, "score": y} for n, s, y in allp],
                      "feature_seconds": feature_seconds})
 

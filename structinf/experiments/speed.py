@@ -61,6 +61,7 @@ from ..models import (
 )
 from ..pipeline import Prepared, iterate, prepare, prepare_from_extra
 from . import paper
+from .report import md_table
 from .reproduce import PLUS_ARCH, Study
 
 logger = logging.getLogger(__name__)
@@ -615,12 +616,6 @@ def fmt_ratio(x: Optional[float]) -> str:
     return f"{x:,.0f}x" if x >= 100 else f"{x:.3g}x"
 
 
-def _md(header: List[str], rows: List[List[str]]) -> List[str]:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return out
-
-
 def _row_key(task: str, batch_size: int, device: str) -> Tuple[int, str, int, str]:
     """Table order: the paper's task order, then batch size, then device."""
     return (TASKS.index(task) if task in TASKS else len(TASKS), task, int(batch_size),
@@ -678,14 +673,14 @@ def format_table3(records: Sequence[dict], methods: Optional[Sequence[str]] = No
              "paper's Table 3 (batch 10, GPU) and the ratio ours / paper.", ""]
     header = ["task", "batch", "device", *[_title(m) for m in paper_cols]]
     rows = [[*label(k), *[cell(v.get(m), True) for m in paper_cols]] for k, v in groups.items()]
-    lines += _md(header, rows)
+    lines.append(md_table(header, rows))
     if other_cols:
         lines += ["", "Refinements of infnet+ on the BLSTM-CRF+ energy (Table 6 methods; no "
                       "paper speed figures):", ""]
         header = ["task", "batch", "device", *[_title(m) for m in other_cols]]
         rows = [[*label(k), *[cell(v.get(m), False) for m in other_cols]]
                 for k, v in groups.items()]
-        lines += _md(header, rows)
+        lines.append(md_table(header, rows))
     notes = []
     if any(not r.get("trained", True) for r in records):
         notes.append("† untrained model(s) of the paper's sizes (the study's checkpoint is "
@@ -718,9 +713,8 @@ def format_split_table(records: Sequence[dict]) -> str:
                      f"{1e3 * kern / n:.3g}", f"{100 * kern / total:.0f}%" if total else "-"])
     if not rows:
         return "No kernel-only measurements."
-    return "\n".join(_md(["task", "batch", "device", "method", "examples", "total s",
-                          "feature network s", "kernel s", "kernel ms/example", "kernel share"],
-                         rows))
+    return md_table(["task", "batch", "device", "method", "examples", "total s",
+                     "feature network s", "kernel s", "kernel ms/example", "kernel share"], rows)
 
 
 # -------------------------------------------------------------------------------- command

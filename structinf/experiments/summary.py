@@ -17,6 +17,7 @@ from typing import Dict, List, Optional
 
 from ..checkpoint import write_json_atomic, write_text_atomic
 from . import paper
+from .report import md_table
 
 __all__ = ["summarize", "main"]
 
@@ -31,11 +32,6 @@ def _load(results: Path, task: str, name: str) -> Optional[dict]:
 
 def _pct(x: Optional[float]) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
-
-
-def _table(header: List[str], rows: List[List[str]]) -> str:
-    out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    return "\n".join(out + ["| " + " | ".join(r) + " |" for r in rows])
 
 
 def _energy_units(results: Path, task: str) -> Dict[str, dict]:
@@ -111,7 +107,7 @@ def summarize(results: Path) -> dict:
                          f"{best} / {len(hist)}{how}", f"{minutes:.0f}"])
     if rows:
         lines += ["## Trained energies (Viterbi decoding)", "",
-                  _table(["task", "model", "dev", "test", "best epoch / epochs run",
+                  md_table(["task", "model", "dev", "test", "best epoch / epochs run",
                           "train minutes (sum of epochs)"], rows), ""]
         curves = []
         for t in TASKS:
@@ -140,7 +136,7 @@ def summarize(results: Path) -> dict:
             wins.append((t, a, d))
     if rows:
         lines += ["## Table 1 (BLSTM-CRF energy, test)", "",
-                  _table(["task", "method", "CNN", "BLSTM", "seq2seq", "paper (CNN/BLSTM/seq2seq)"],
+                  md_table(["task", "method", "CNN", "BLSTM", "seq2seq", "paper (CNN/BLSTM/seq2seq)"],
                          rows), ""]
     # Table 4.
     rows = []
@@ -158,7 +154,7 @@ def summarize(results: Path) -> dict:
                      - t4["local"]["test"]["score"]))
     if rows:
         lines += ["## Table 4 (BLSTM-CRF+ energy, test)", "",
-                  _table(["task", "infnet+ arch", "local baseline+", "infnet+",
+                  md_table(["task", "infnet+ arch", "local baseline+", "infnet+",
                           "GD (oracle / dev-tuned)", "Viterbi",
                           "paper (local / infnet / GD / Viterbi)"], rows), ""]
 
@@ -209,7 +205,7 @@ def summarize(results: Path) -> dict:
                        for n, r in t6["warm"]["per_n"].items()}
     if rows:
         lines += ["## Table 6 (BLSTM-CRF+ energy, test): score and average energy", "",
-                  _table(["task", "method", "score", "energy"], rows), ""]
+                  md_table(["task", "method", "score", "energy"], rows), ""]
     if warm_cmp:
         findings["warm starts reach lower energy than inference networks"] = {
             "holds": all(v["warm_energy"] < min(v["infnet_discrete_energy"],
@@ -230,7 +226,7 @@ def summarize(results: Path) -> dict:
             "paper": paper.PERPLEXITY}
         rows = [[m, f"{v['word']['rho']:.3f}", f"{v['label']['rho']:.3f}"] for m, v in c.items()]
         lines += ["## Search error vs perplexity (Twitter POS, Spearman's ρ)", "",
-                  _table(["method", "word perplexity", "label perplexity"], rows),
+                  md_table(["method", "word perplexity", "label perplexity"], rows),
                   f"\nPaper: infnet 0.282 / 0.195, gradient descent 0.122 / 0.064.", ""]
 
     lines += ["## The paper's findings, checked", ""]
