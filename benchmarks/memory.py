@@ -25,7 +25,7 @@ sys.path.insert(0, str(HERE))
 
 import peers  # noqa: E402
 
-from structinf.checkpoint import write_json_atomic  # noqa: E402
+from structinf.io import write_json_atomic
 
 IMPLS = ("structinf", "pytorch-matmul-exp", "pytorch-vectorized", "pytorch-crf-nll",
          "torch-struct")

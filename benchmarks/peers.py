@@ -38,8 +38,8 @@ from typing import Callable, Dict, List, NamedTuple, Optional
 import torch
 from torch import Tensor
 
+from structinf import torch_ops
 import structinf.ops as ops
-from structinf import reference
 from structinf.decode import gradient_descent, relaxed_labels
 from structinf.energy import LinearChainEnergy
 
@@ -182,7 +182,7 @@ def gd_autograd_sgd(emissions: Tensor, transitions: Tensor, start: Tensor, end: 
     opt = torch.optim.SGD([z], lr=lr, momentum=momentum)
     for _ in range(iterations):
         opt.zero_grad()
-        energy = reference.relaxed_energy_vectorized(emissions, transitions, start, end, lengths,
+        energy = torch_ops.relaxed_energy_vectorized(emissions, transitions, start, end, lengths,
                                                      z.softmax(-1)).sum()
         energy.backward()
         opt.step()
@@ -201,7 +201,7 @@ def _viterbi_structinf(inp: Inputs) -> Callable[[], object]:
 def _viterbi_vectorized(inp: Inputs) -> Callable[[], object]:
     def run():
         with torch.no_grad():
-            return reference.viterbi_vectorized(*inp.energy)
+            return torch_ops.viterbi_vectorized(*inp.energy)
     return run
 
 
@@ -365,7 +365,7 @@ IMPLS: List[Impl] = [
     Impl("viterbi", "structinf", _viterbi_structinf, _peak_small(4),
          note="structinf.ops.viterbi"),
     Impl("viterbi", "pytorch-vectorized", _viterbi_vectorized, _peak_small(6),
-         note="structinf.reference.viterbi_vectorized (batched max over (B, L, L) per step)"),
+         note="structinf.torch_ops.viterbi_vectorized (batched max over (B, L, L) per step)"),
     Impl("viterbi", "pytorch-crf", _viterbi_torchcrf, _peak_small(6), "torchcrf",
          note="torchcrf.CRF.decode (returns lists)"),
     Impl("viterbi", "torch-struct", _viterbi_torch_struct, _peak_torch_struct(3.0),
@@ -374,9 +374,9 @@ IMPLS: List[Impl] = [
     # loglik: log Z forward + backward to emissions and transitions
     Impl("loglik", "structinf", _loglik(ops.crf_forward_backward),
          _peak_small(6), note="structinf.ops.crf_forward_backward (backward kernel)"),
-    Impl("loglik", "pytorch-vectorized", _loglik(reference.log_partition_vectorized),
+    Impl("loglik", "pytorch-vectorized", _loglik(torch_ops.log_partition_vectorized),
          _peak_saved_lse, note="log-space forward, autograd backward"),
-    Impl("loglik", "pytorch-matmul-exp", _loglik(reference.log_partition_matmul),
+    Impl("loglik", "pytorch-matmul-exp", _loglik(torch_ops.log_partition_matmul),
          _peak_small(10), note="matrix products of exponentials, autograd backward "
                                "(fast but overflows; not exact)"),
     Impl("loglik", "pytorch-crf-logz", _loglik_torchcrf_logz, _peak_saved_lse, "torchcrf",

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
-from structinf.checkpoint import write_text_atomic
+from structinf.io import write_text_atomic
 from structinf.experiments.speed import fmt_ratio
 
 __all__ = ["render", "main"]

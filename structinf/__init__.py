@@ -7,13 +7,14 @@ Shapes everywhere: ``B`` batch, ``T`` time (padded length), ``L`` labels.
 - :mod:`structinf.decode`: one call per inference method (the front door).
 - :class:`LinearChainEnergy`, :class:`LinearChainCRF`: the energy tuple and
   the CRF layer.
-- :mod:`structinf.reference`: float64 references and plain-PyTorch baselines.
+- :mod:`structinf.torch_ops`: vectorised pure-PyTorch implementations (fallback,
+  export, benchmark baseline); :mod:`structinf.reference`: float64 oracles.
 """
 
-from . import decode, ops
+from . import decode, models, ops
 from .crf import LinearChainCRF
 from .energy import LinearChainEnergy
 
 __version__ = "0.1.0"
 
-__all__ = ["LinearChainCRF", "LinearChainEnergy", "decode", "ops", "__version__"]
+__all__ = ["LinearChainCRF", "LinearChainEnergy", "decode", "models", "ops", "__version__"]

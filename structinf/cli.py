@@ -13,7 +13,6 @@ Every subcommand has ``--help``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 import time
@@ -114,7 +113,9 @@ def _setup(args) -> None:
 
 def cmd_train_crf(args) -> int:
     from .data import load_embeddings
-    from .pipeline import energy_train_config, predict, prepare, score_ids, train_energy
+    from .train import energy_train_config, train_energy
+    from .evaluate import predict, score_ids
+    from .data import prepare
 
     out = args.out or Path("runs") / args.task / args.model
     if args.resume and args.overwrite:
@@ -150,7 +151,7 @@ def cmd_train_crf(args) -> int:
               "epochs_run": len(history), "best_epoch": max(history, key=lambda r: r.dev).epoch,
               "train_seconds": time.perf_counter() - start, "train_config": cfg.to_dict(),
               "learning_curve": [{"epoch": r.epoch, "loss": r.loss, "dev": r.dev} for r in history]}
-    from .checkpoint import write_json_atomic
+    from .io import write_json_atomic
     write_json_atomic(out / "results.json", result)
     print(f"{args.task} {args.model}: dev {p.task.metric} {scores['dev']:.4f}, "
           f"test {scores['test']:.4f} (best epoch {result['best_epoch']} of {len(history)}); "
@@ -160,8 +161,9 @@ def cmd_train_crf(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import decode
-    from .checkpoint import load_checkpoint, write_json_atomic
-    from .pipeline import iterate, predict, prepare_from_extra, score_ids
+    from .io import load_checkpoint, write_json_atomic
+    from .evaluate import predict, score_ids
+    from .data import prepare_from_extra
 
     model, extra = load_checkpoint(args.checkpoint, map_location=args.device)
     p = prepare_from_extra(extra, data_dir=args.data_dir)
@@ -195,9 +197,10 @@ def _read_sentences(stream) -> List[List[str]]:
 
 
 def cmd_tag(args) -> int:
-    from .checkpoint import load_checkpoint
+    from .io import load_checkpoint
     from .data import Sentence, Vocab, LabelSet, encode_sentences
-    from .pipeline import MAX_WORD_LEN, predict
+    from .data import MAX_WORD_LEN
+    from .evaluate import predict
 
     model, extra = load_checkpoint(args.checkpoint)
     words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])

@@ -109,8 +109,9 @@ class LinearChainCRF(nn.Module):
                              allowed=e.allowed)[0]
 
     @torch.no_grad()
-    def decode(self, emissions: Tensor, lengths: Tensor, k: int = 1) -> Tuple[Tensor, Tensor]:
-        """Viterbi: ``(paths, scores)``, (B, T) and (B,) for k = 1, else (B, k, T), (B, k)."""
+    def decode(self, emissions: Tensor, lengths: Tensor, k: Optional[int] = None
+               ) -> Tuple[Tensor, Tensor]:
+        """Viterbi: ``(paths, scores)``, (B, T) and (B,) for k = None, else (B, k, T), (B, k)."""
         e = self.energy(emissions, lengths)
         return ops.viterbi(e.emissions, e.transitions, e.start, e.end, e.lengths, k=k,
                            allowed=e.allowed)

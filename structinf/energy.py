@@ -7,7 +7,8 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import reference
+from . import torch_ops
+from .masks import length_mask
 
 __all__ = ["LinearChainEnergy", "score_labels"]
 
@@ -30,8 +31,7 @@ def score_labels(emissions: Tensor, transitions: Tensor, start: Tensor, end: Ten
         raise ValueError(f"score: argument 'labels' must have shape {(B, T)}, got {tuple(labels.shape)}")
     if B == 0 or T == 0:
         return emissions.new_zeros((B,))
-    pos = torch.arange(T, device=emissions.device)
-    valid = pos[None, :] < lengths[:, None]
+    valid = length_mask(lengths, T)
     y = torch.where(valid, labels, torch.zeros_like(labels))
     unary = emissions.gather(2, y.unsqueeze(2)).squeeze(2)
     total = (unary * valid).sum(1)
@@ -70,15 +70,14 @@ class LinearChainEnergy(NamedTuple):
     @property
     def mask(self) -> Tensor:
         """(B, T) bool: True at non-padding positions."""
-        T = self.emissions.shape[1]
-        return torch.arange(T, device=self.emissions.device)[None, :] < self.lengths[:, None]
+        return length_mask(self.lengths, self.emissions.shape[1])
 
     def score(self, y: Tensor) -> Tensor:
         """Score of labels (B, T) int64 or of a relaxed labeling (B, T, L) float: (B,)."""
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
             return score_labels(self.emissions, self.transitions, self.start, self.end,
                                 self.lengths, y.long(), self.allowed)
-        return -reference.relaxed_energy_vectorized(
+        return -torch_ops.relaxed_energy_vectorized(
             self.emissions, self.transitions, self.start, self.end, self.lengths, y)
 
     def energy(self, y: Tensor) -> Tensor:

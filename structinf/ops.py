@@ -5,7 +5,7 @@ autograd formula of ``crf_forward_backward`` (whose backward is a dedicated
 kernel, ``crf_forward_backward_backward``, not autograd through a loop); this
 module adds their fake (meta) kernels, so they work under ``torch.compile``.
 
-Conventions (see ``structinf.reference`` for the definitions in code):
+Conventions (the float64 oracles in ``structinf.reference`` define them in code):
 ``emissions: (B, T, L)``, ``transitions: (L, L)`` with ``transitions[i, j]`` the
 score of label ``i`` at ``t - 1`` followed by ``j`` at ``t``, ``start: (L,)``,
 ``end: (L,)``, ``lengths: (B,)`` int64 with ``1 <= lengths[b] <= T``; positions
@@ -15,7 +15,7 @@ alike.
 
 If the compiled extension is missing (a source checkout that was never
 built), every function here falls back to the vectorised pure-PyTorch
-implementation in ``structinf.reference``, with a one-time warning.
+implementation in ``structinf.torch_ops``, with a one-time warning.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Optional, Tuple
 import torch
 from torch import Tensor
 
-from . import reference
+from . import torch_ops
 
 try:
     from . import _C  # noqa: F401  (registers torch.ops.structinf.*)
@@ -131,35 +131,37 @@ def viterbi(
     end: Tensor,
     lengths: Tensor,
     *,
-    k: int = 1,
+    k: Optional[int] = None,
     allowed: Optional[Tensor] = None,
 ) -> Tuple[Tensor, Tensor]:
     """Best (or k best) labelings of a linear-chain energy.
 
     Args:
         emissions: (B, T, L) float. transitions: (L, L). start, end: (L,).
-        lengths: (B,) int64. k: number of best paths (>= 1).
-        allowed: optional (L, L) bool mask of permitted transitions.
+        lengths: (B,) int64. k: None for the best path, or a number of best
+            paths (>= 1). allowed: optional (L, L) bool mask of permitted
+            transitions.
 
     Returns:
-        ``(paths, scores)``: for ``k == 1``, paths (B, T) int64 and scores (B,);
-        for ``k > 1``, paths (B, k, T) and scores (B, k), best first. Padding
+        ``(paths, scores)``: for ``k=None``, paths (B, T) int64 and scores (B,);
+        for an integer ``k`` (1 included), paths (B, k, T) and scores (B, k),
+        best first: the rank depends on whether k is given, never on its value. Padding
         positions hold -1. Ties go to the lowest label index. Where no labeling
         of finite score exists (``allowed`` forbids all), the path is all -1 and
         the score -inf.
     """
+    best_only = k is None
     if HAS_EXTENSION:
         paths, scores = _ops.viterbi.default(
-            emissions, transitions, start, end, lengths, k, allowed
+            emissions, transitions, start, end, lengths, 1 if best_only else k, allowed
         )
-        if k == 1:
+        if best_only:
             return paths.squeeze(1), scores.squeeze(1)
         return paths, scores
     _warn_fallback()
-    if k == 1:
-        return reference.viterbi_vectorized(emissions, transitions, start, end, lengths, allowed)
-    paths, scores = reference.kbest_ref(emissions, transitions, start, end, lengths, k, allowed)
-    return paths, scores.to(emissions.dtype)
+    if best_only:
+        return torch_ops.viterbi_vectorized(emissions, transitions, start, end, lengths, allowed)
+    return torch_ops.kbest_vectorized(emissions, transitions, start, end, lengths, k, allowed)
 
 
 def crf_forward_backward(
@@ -188,7 +190,7 @@ def crf_forward_backward(
             emissions, transitions, start, end, lengths, allowed
         )[0]
     _warn_fallback()
-    return reference.log_partition_vectorized(
+    return torch_ops.log_partition_vectorized(
         emissions, transitions, start, end, lengths, allowed
     )
 
@@ -232,7 +234,7 @@ def marginals(
                 log_alpha_shift,
             )
     _warn_fallback()
-    return reference.marginals_vectorized(emissions, transitions, start, end, lengths, allowed)
+    return torch_ops.marginals_vectorized(emissions, transitions, start, end, lengths, allowed)
 
 
 def relaxed_energy_step_(
@@ -272,7 +274,7 @@ def relaxed_energy_step_(
         )
         return energy[0] if steps == 1 else energy
     _warn_fallback()
-    energies = [reference.relaxed_energy_step_vectorized_(
+    energies = [torch_ops.relaxed_energy_step_vectorized_(
         logits, velocity, emissions, transitions, start, end, lengths, lr, momentum)
         for _ in range(steps)]
     return energies[0] if steps == 1 else torch.stack(energies)

@@ -9,21 +9,17 @@ import math
 import pytest
 import torch
 
-import structinf.infnet as infnet_mod
-from structinf import reference
-from structinf.checkpoint import load_checkpoint, save_checkpoint
+from structinf import torch_ops
+import structinf.train.infnet as infnet_mod
+from structinf.io import load_checkpoint, save_checkpoint
 from structinf.data import load_task
 from structinf.data.tasks import TaskData
-from structinf.infnet import (
-    annealed_lambda,
-    infnet_loss,
-    instance_tailored_logits,
-    local_loss,
-    train_infnet,
-    warm_start_logits,
-)
+from structinf.train import annealed_lambda, infnet_loss, local_loss, train_infnet
+from structinf.decode.networks import instance_tailored_logits, warm_start_logits
 from structinf.models import InferenceNetwork, InfNetConfig, infnet_config
-from structinf.pipeline import iterate, predict, prepare, score_ids, train_energy
+from structinf.evaluate import iterate, predict, score_ids
+from structinf.data import prepare
+from structinf.train import train_energy
 from structinf.train import TrainConfig
 
 # (arch, plus, layers, windows): every architecture, with and without "+".
@@ -226,7 +222,7 @@ def test_infnet_loss_value_and_frozen_energy(prepared, batch, energy_model):
     with torch.no_grad():
         e = energy_model.energy(batch)
         probs = torch.softmax(model.logits(batch), -1)
-        energies = reference.relaxed_energy_vectorized(e.emissions, e.transitions, e.start, e.end,
+        energies = torch_ops.relaxed_energy_vectorized(e.emissions, e.transitions, e.start, e.end,
                                                        e.lengths, probs)
         expected = energies.mean() + lam * local_loss(model, batch)
     torch.testing.assert_close(loss, expected, rtol=1e-5, atol=1e-5)
@@ -330,7 +326,7 @@ def test_checkpoint_round_trip(prepared, batch, tmp_path):
 
 
 def _relaxed_energy(energy, logits):
-    return reference.relaxed_energy_vectorized(energy.emissions, energy.transitions, energy.start,
+    return torch_ops.relaxed_energy_vectorized(energy.emissions, energy.transitions, energy.start,
                                                energy.end, energy.lengths,
                                                torch.softmax(logits, -1))
 
@@ -377,7 +373,7 @@ def test_instance_tailoring_matches_a_copy_per_example(prepared, batch, energy_m
         em = energy.emissions[b:b + 1, :n]
         for _ in range(steps):
             probs = torch.softmax(copy_b(words, chars, lengths), -1)
-            e = reference.relaxed_energy_vectorized(em, energy.transitions, energy.start,
+            e = torch_ops.relaxed_energy_vectorized(em, energy.transitions, energy.start,
                                                     energy.end, lengths, probs).sum()
             opt.zero_grad()
             e.backward()

@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from structinf.checkpoint import load_checkpoint, save_checkpoint
+from structinf.io import load_checkpoint, save_checkpoint
 from structinf.data import PAD_ID, Vocab, collate
 from structinf.experiments.search_error import (
     perplexity_correlations,
@@ -18,7 +18,7 @@ from structinf.experiments.search_error import (
     train_twitter_lms,
 )
 from structinf.models import LMConfig, LSTMLanguageModel
-from structinf.models.lm import encode_sequences, lm_train_config, load_lm, train_lm
+from structinf.train.lm import encode_sequences, lm_train_config, load_lm, train_lm
 
 SENTS = [["the", "cat", "sat"], ["a", "dog"], ["the", "dog", "ran", "home", "fast"], ["cat"]]
 

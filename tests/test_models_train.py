@@ -9,11 +9,13 @@ import sys
 import pytest
 import torch
 
-from structinf.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from structinf.data import Sentence, load_task
+from structinf.io import CheckpointError, load_checkpoint, save_checkpoint
+from structinf.data import load_task
 from structinf.data.tasks import TaskData
 from structinf.models import BLSTMCRF, energy_model_config
-from structinf.pipeline import predict, prepare, score_ids, train_energy
+from structinf.evaluate import predict, score_ids
+from structinf.data import prepare
+from structinf.train import train_energy
 from structinf.train import TrainConfig, fit
 
 
@@ -42,7 +44,7 @@ def test_crf_overfits_twenty_sentences(plus):
 def test_energy_model_outputs_an_energy_tuple():
     p = prepare(_tiny_task(8))
     model = _model(p, plus=True).eval()
-    from structinf.pipeline import iterate
+    from structinf.evaluate import iterate
     batch = next(iterate(p.encoded["train"], 8))
     e = model.energy(batch)
     B, T = batch.words.shape

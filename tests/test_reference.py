@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch.testing import assert_close
 
+from structinf import torch_ops
 from structinf import reference as R
 
 # Tolerances, in one place. "exact" compares float64 results that only differ by
@@ -225,7 +226,7 @@ def test_kbest_and_viterbi_tie_order_all_zero():
     assert (scores[0, : L**T] == 0).all()
     bf_paths, _ = R.brute_force_kbest(*args, L**T)
     assert [tuple(p) for p in bf_paths[0].tolist()] == expected
-    for fn in (R.viterbi_ref, R.brute_force_viterbi, R.viterbi_vectorized):
+    for fn in (R.viterbi_ref, R.brute_force_viterbi, torch_ops.viterbi_vectorized):
         assert fn(*args)[0].tolist() == [[0, 0, 0]]
 
 
@@ -235,7 +236,7 @@ def test_viterbi_tie_breaking_hand_example():
     W = torch.tensor([[0.0, 0.0], [0.0, -5.0]])
     zero = torch.zeros(2)
     args = (e, W, zero, zero, torch.tensor([2]))
-    for fn in (R.viterbi_ref, R.brute_force_viterbi, R.viterbi_vectorized):
+    for fn in (R.viterbi_ref, R.brute_force_viterbi, torch_ops.viterbi_vectorized):
         paths, scores = fn(*args)
         assert paths.tolist() == [[1, 0]] and scores.item() == 1.0
     paths, scores = R.kbest_ref(*args, 4)
@@ -251,7 +252,7 @@ def test_viterbi_kbest_and_vectorized_agree_on_ties(case, k):
     assert_close(k1_scores[:, 0], scores, **IDENTICAL)
     assert torch.equal(k1_paths[:, 0], paths)
     for dtype in DTYPES:  # integer-valued: exact in float32 too
-        v_paths, v_scores = R.viterbi_vectorized(*case.cast(dtype), allowed=case.allowed)
+        v_paths, v_scores = torch_ops.viterbi_vectorized(*case.cast(dtype), allowed=case.allowed)
         assert v_scores.dtype == dtype
         assert torch.equal(v_paths, paths)
         assert_close(v_scores.double(), scores, **IDENTICAL)
@@ -271,16 +272,16 @@ def test_forbidden_everything():
     paths, scores = R.viterbi_ref(*args, allowed=none)
     assert paths[0].tolist() == [-1, -1, -1] and scores[0] == NEG_INF
     assert paths[1, 0] != -1 and torch.isfinite(scores[1])  # length 1 uses no transition
-    v_paths, v_scores = R.viterbi_vectorized(*args, allowed=none)
+    v_paths, v_scores = torch_ops.viterbi_vectorized(*args, allowed=none)
     assert torch.equal(v_paths, paths) and v_scores[0] == NEG_INF
     kp, ks = R.kbest_ref(*args, 3, allowed=none)
     assert (kp[0] == -1).all() and (ks[0] == NEG_INF).all()
     assert torch.isfinite(ks[1]).tolist() == [True, True, False]
     lz = R.log_partition_ref(*args, allowed=none)
     assert lz[0] == NEG_INF and torch.isfinite(lz[1])
-    assert R.log_partition_vectorized(*args, allowed=none)[0] == NEG_INF
+    assert torch_ops.log_partition_vectorized(*args, allowed=none)[0] == NEG_INF
     for unary, dW, ds, de in (R.marginals_ref(*args, allowed=none),
-                              R.marginals_vectorized(*[a.double() for a in args[:4]], args[4],
+                              torch_ops.marginals_vectorized(*[a.double() for a in args[:4]], args[4],
                                                      allowed=none)):
         assert (unary[0] == 0).all() and torch.isfinite(unary).all()
         assert_close(unary[1, 0].sum().item(), 1.0, **TOL[torch.float64])
@@ -300,7 +301,7 @@ def test_log_partition_ref_matches_brute_force(case):
 def test_marginals_ref_matches_brute_force_and_autograd(case):
     ref = R.marginals_ref(*case.args, allowed=case.allowed)
     brute = R.brute_force_marginals(*case.args, allowed=case.allowed)
-    auto = R.marginals_vectorized(*case.args, allowed=case.allowed)
+    auto = torch_ops.marginals_vectorized(*case.args, allowed=case.allowed)
     for r, b, a in zip(ref, brute, auto):
         assert r.dtype == torch.float64
         assert_close(r, b, **TOL["exact"])
@@ -344,7 +345,7 @@ def test_relaxed_energy_step_ref_vs_autograd(case, seed, momentum, scalar_lr):
     assert torch.equal(logits, before[0]) and torch.equal(velocity, before[1])  # functional
 
     z = logits.clone().requires_grad_()
-    e_auto = R.relaxed_energy_vectorized(*case.args, torch.softmax(z, dim=-1))
+    e_auto = torch_ops.relaxed_energy_vectorized(*case.args, torch.softmax(z, dim=-1))
     (grad,) = torch.autograd.grad(e_auto.sum(), z)
     assert_close(energy, e_auto.detach(), **TOL["exact"])
     assert_close(energy, R.relaxed_energy_ref(*case.args, torch.softmax(logits, -1)), **TOL["exact"])
@@ -385,14 +386,14 @@ def test_relaxed_energy_step_vectorized_matches_ref(case, seed, dtype, scalar_lr
         logits, velocity, *case.args, lr, momentum=0.9)
     z, v = logits.clone(), velocity.clone()
     ptrs = (z.data_ptr(), v.data_ptr())
-    out = R.relaxed_energy_step_vectorized_(z, v, *case.cast(dtype), lr)
+    out = torch_ops.relaxed_energy_step_vectorized_(z, v, *case.cast(dtype), lr)
     assert (z.data_ptr(), v.data_ptr()) == ptrs  # in place
     assert out.dtype == z.dtype == v.dtype == dtype
     tol = TOL[dtype]
     assert_close(out.double(), energy, **tol)
     assert_close(v.double(), new_velocity, **tol)
     assert_close(z.double(), new_logits, **tol)
-    assert_close(R.relaxed_energy_vectorized(*case.cast(dtype), torch.softmax(logits, -1)).double(),
+    assert_close(torch_ops.relaxed_energy_vectorized(*case.cast(dtype), torch.softmax(logits, -1)).double(),
                  energy, **tol)
 
 
@@ -405,7 +406,7 @@ def test_relaxed_energy_step_vectorized_matches_ref(case, seed, dtype, scalar_lr
 @given(cases(max_b=4, max_t=7, max_l=5, kinds=("float",)), st.sampled_from(DTYPES))
 def test_viterbi_vectorized_matches_ref(case, dtype):
     ref_paths, ref_scores = R.viterbi_ref(*case.cast(dtype), allowed=case.allowed)
-    paths, scores = R.viterbi_vectorized(*case.cast(dtype), allowed=case.allowed)
+    paths, scores = torch_ops.viterbi_vectorized(*case.cast(dtype), allowed=case.allowed)
     assert paths.dtype == torch.int64 and scores.dtype == dtype
     if dtype == torch.float64:  # same operations in the same order: identical
         assert torch.equal(paths, ref_paths)
@@ -422,7 +423,7 @@ def test_viterbi_vectorized_matches_ref(case, dtype):
 @given(cases(max_b=4, max_t=7, max_l=5), st.sampled_from(DTYPES))
 def test_log_partition_vectorized_matches_ref(case, dtype):
     ref = R.log_partition_ref(*case.args, allowed=case.allowed)
-    out = R.log_partition_vectorized(*case.cast(dtype), allowed=case.allowed)
+    out = torch_ops.log_partition_vectorized(*case.cast(dtype), allowed=case.allowed)
     assert out.dtype == dtype
     assert_close(out.double(), ref, **TOL[dtype])
 
@@ -431,7 +432,7 @@ def test_log_partition_vectorized_matches_ref(case, dtype):
 @given(cases(max_b=4, max_t=7, max_l=5), st.sampled_from(DTYPES))
 def test_marginals_vectorized_matches_ref(case, dtype):
     ref = R.marginals_ref(*case.args, allowed=case.allowed)
-    out = R.marginals_vectorized(*case.cast(dtype), allowed=case.allowed)
+    out = torch_ops.marginals_vectorized(*case.cast(dtype), allowed=case.allowed)
     for o, r in zip(out, ref):
         assert o.dtype == dtype and torch.isfinite(o).all()
         assert_close(o.double(), r, **TOL[dtype])
@@ -441,12 +442,12 @@ def test_marginals_vectorized_matches_ref(case, dtype):
 @given(cases(max_b=4, max_t=7, max_l=5), st.sampled_from(DTYPES))
 def test_log_partition_matmul_agrees_for_small_scores(case, dtype):
     ref = R.log_partition_ref(*case.args, allowed=case.allowed)
-    out = R.log_partition_matmul(*case.cast(dtype), allowed=case.allowed)
+    out = torch_ops.log_partition_matmul(*case.cast(dtype), allowed=case.allowed)
     assert out.dtype == dtype
     assert_close(out.double(), ref, **TOL[dtype])
     if case.allowed is None:  # gradients too (with a mask, log(0) makes them NaN)
         inputs = [x.to(dtype).requires_grad_() for x in case.args[:4]]
-        out = R.log_partition_matmul(*inputs, case.lengths).sum()
+        out = torch_ops.log_partition_matmul(*inputs, case.lengths).sum()
         grads = torch.autograd.grad(out, inputs, allow_unused=True)  # W unused if T == 1
         for g, x, r in zip(grads, inputs, R.marginals_ref(*case.args)):
             assert_close((torch.zeros_like(x) if g is None else g).double(), r, **TOL[dtype])
@@ -455,8 +456,8 @@ def test_log_partition_matmul_agrees_for_small_scores(case, dtype):
 def test_log_partition_matmul_overflows_where_documented():
     args = (torch.zeros(1, 3, 2), torch.full((2, 2), 1000.0), torch.zeros(2), torch.zeros(2),
             torch.tensor([3]))
-    assert torch.isfinite(R.log_partition_vectorized(*args)).all()
-    assert not torch.isfinite(R.log_partition_matmul(*args)).all()
+    assert torch.isfinite(torch_ops.log_partition_vectorized(*args)).all()
+    assert not torch.isfinite(torch_ops.log_partition_matmul(*args)).all()
 
 
 @SETTINGS
@@ -467,7 +468,7 @@ def test_relaxed_energy_vectorized_matches_ref_and_is_differentiable(case, dtype
     ref = R.relaxed_energy_ref(*case.args, probs)
     args = [x.requires_grad_() if x.is_floating_point() else x for x in case.cast(dtype)]
     p = probs.to(dtype).requires_grad_()
-    out = R.relaxed_energy_vectorized(*args, p)
+    out = torch_ops.relaxed_energy_vectorized(*args, p)
     assert out.dtype == dtype
     assert_close(out.detach().double(), ref, **TOL[dtype])
     # the energy is linear in emissions: dE/de = -p at live positions, 0 at padding
@@ -502,10 +503,10 @@ def test_padding_is_ignored(case, value):
         lambda a: R.brute_force_marginals(*a, allowed=mask),
     ]
     vectorised = [
-        lambda a: R.viterbi_vectorized(*a, allowed=mask),
-        lambda a: R.log_partition_vectorized(*a, allowed=mask),
-        lambda a: R.log_partition_matmul(*a, allowed=mask),
-        lambda a: R.marginals_vectorized(*a, allowed=mask),
+        lambda a: torch_ops.viterbi_vectorized(*a, allowed=mask),
+        lambda a: torch_ops.log_partition_vectorized(*a, allowed=mask),
+        lambda a: torch_ops.log_partition_matmul(*a, allowed=mask),
+        lambda a: torch_ops.marginals_vectorized(*a, allowed=mask),
     ]
     for fn in loops + vectorised:
         a, b = fn(clean), fn(dirty)
@@ -517,7 +518,7 @@ def test_padding_is_ignored(case, value):
     energies, grads = [], []
     for e, p in ((clean[0], probs), (dirty[0], torch.where(live, probs, value))):
         e, p = e.clone().requires_grad_(), p.clone().requires_grad_()
-        out = R.relaxed_energy_vectorized(e, *clean[1:], p)
+        out = torch_ops.relaxed_energy_vectorized(e, *clean[1:], p)
         energies.append(out)
         grads.append(torch.autograd.grad(out.sum(), (e, p)))
     assert_close(energies[1], energies[0], **IDENTICAL)
@@ -538,8 +539,8 @@ def test_padding_is_ignored(case, value):
         assert torch.equal(new[~live.expand_as(new)], pad[~live.expand_as(pad)])
     z1, v1 = z.clone(), v.clone()
     z2, v2 = pad_z.clone(), pad_v.clone()
-    e1 = R.relaxed_energy_step_vectorized_(z1, v1, *clean, 0.5)
-    e2 = R.relaxed_energy_step_vectorized_(z2, v2, *dirty, 0.5)
+    e1 = torch_ops.relaxed_energy_step_vectorized_(z1, v1, *clean, 0.5)
+    e2 = torch_ops.relaxed_energy_step_vectorized_(z2, v2, *dirty, 0.5)
     assert_close(e2, e1, **IDENTICAL)
     assert_close(torch.where(live, z2, 0.0), torch.where(live, z1, 0.0), **IDENTICAL)
     assert_close(torch.where(live, v2, 0.0), torch.where(live, v1, 0.0), **IDENTICAL)

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from structinf.checkpoint import save_checkpoint, write_json_atomic
+from structinf.io import save_checkpoint, write_json_atomic
 from structinf.cli import main
 from structinf.experiments import speed
 from structinf.models import BLSTMCRF, energy_model_config
-from structinf.pipeline import prepare
+from structinf.data import prepare
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 TINY = dict(energy_hidden=8, infnet_hidden=8, word_dim=8)

@@ -10,8 +10,11 @@ import structinf.decode as decode
 from structinf.data import load_task
 from structinf.data.tasks import TaskData
 from structinf.experiments import gd_study
-from structinf.infnet import instance_tailored_logits, instance_tailored_trajectory, train_infnet
-from structinf.pipeline import iterate, prepare, score_ids, train_energy
+from structinf.decode.networks import instance_tailored_logits, instance_tailored_trajectory
+from structinf.train import train_infnet
+from structinf.evaluate import iterate, score_ids
+from structinf.data import prepare
+from structinf.train import train_energy
 from structinf.train import TrainConfig
 
 

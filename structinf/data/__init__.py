@@ -15,6 +15,7 @@ from .batching import (
     iterate_batches,
 )
 from .embeddings import LoadedEmbeddings, load_embeddings
+from .prepared import MAX_WORD_LEN, VOCAB_DEFAULTS, Prepared, prepare, prepare_from_extra
 from .readers import (
     CONLL2003_TYPES,
     OTHER_LABEL,
@@ -49,9 +50,11 @@ __all__ = [
     "EncodedSentence",
     "LabelSet",
     "LoadedEmbeddings",
+    "MAX_WORD_LEN",
     "OTHER_LABEL",
     "PAD",
     "PAD_ID",
+    "Prepared",
     "Sentence",
     "TAG_PAD_ID",
     "TASKS",
@@ -60,6 +63,7 @@ __all__ = [
     "TaskSpec",
     "UNK",
     "UNK_ID",
+    "VOCAB_DEFAULTS",
     "Vocab",
     "bioes_labels",
     "bioes_to_iob",
@@ -76,6 +80,8 @@ __all__ = [
     "iterate_batches",
     "load_embeddings",
     "load_task",
+    "prepare",
+    "prepare_from_extra",
     "read_conll2003",
     "read_conllu",
     "read_ewt_large",

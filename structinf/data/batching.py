@@ -16,6 +16,7 @@ from typing import Iterator, Sequence, Sized
 
 import torch
 
+from ..masks import length_mask
 from .readers import LabelSet, Sentence
 from .vocab import PAD_ID, Vocab, encode_chars
 
@@ -95,8 +96,7 @@ class Batch:
     @property
     def mask(self) -> torch.Tensor:
         """(B, T) bool: True at real tokens."""
-        steps = torch.arange(self.words.shape[1], device=self.lengths.device)
-        return steps.unsqueeze(0) < self.lengths.unsqueeze(1)
+        return length_mask(self.lengths, self.words.shape[1])
 
     def to(self, device: torch.device | str) -> "Batch":
         """A copy with every tensor on ``device``."""

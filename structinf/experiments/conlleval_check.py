@@ -19,9 +19,10 @@ import tempfile
 from pathlib import Path
 
 from .. import metrics
-from ..checkpoint import load_checkpoint, write_json_atomic
+from ..io import load_checkpoint, write_json_atomic
 from ..data.readers import bioes_to_iob
-from ..pipeline import predict, prepare_from_extra
+from ..evaluate import predict
+from ..data import prepare_from_extra
 
 __all__ = ["run_conlleval", "main"]
 

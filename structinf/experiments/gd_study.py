@@ -24,7 +24,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import decode, metrics
-from ..pipeline import Prepared, iterate
+from ..data import Prepared
+from ..evaluate import iterate
 
 __all__ = ["GD_ITERATIONS", "GD_LEARNING_RATES", "GDRuns", "run_gd_grid", "sentence_scores",
            "Selection", "oracle", "dev_tuned", "fixed", "viterbi_outputs"]
@@ -152,7 +153,7 @@ class Selection:
 
 def _select(runs: GDRuns, p: Prepared, split: str, keys: Sequence[Key],
             per_sentence: bool) -> Selection:
-    from ..pipeline import score_ids
+    from ..evaluate import score_ids
 
     S = len(runs.energy[keys[0]])
     if per_sentence:
@@ -182,7 +183,7 @@ def fixed(runs: GDRuns, p: Prepared, split: str, key: Key) -> Selection:
 
 def dev_tuned(dev_runs: GDRuns, p: Prepared, n: Optional[int] = None) -> Tuple[Key, float]:
     """The (lr index, N) with the best dev corpus score (N fixed when given)."""
-    from ..pipeline import score_ids
+    from ..evaluate import score_ids
 
     ns = dev_runs.iterations if n is None else [n]
     best, best_score = None, -math.inf

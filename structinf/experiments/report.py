@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ..checkpoint import write_json_atomic, write_text_atomic  # noqa: E402
+from ..io import write_json_atomic, write_text_atomic
 from . import paper  # noqa: E402
 
 __all__ = ["Report"]
@@ -116,7 +116,7 @@ class Report:
                 ["infnet+ (2-layer BLSTM, λ annealed)", _pct(t["two"]["test"]["score"]),
                  f"{pp['two']}"],
                 ["Viterbi", _pct(t["viterbi"]), f"{pp['viterbi']}"]]
-        body = (f"Test F1 (%), BLSTM-CRF+ energy; annealing λ·exp(-0.01·epoch).\n\n"
+        body = ("Test F1 (%), BLSTM-CRF+ energy; annealing λ·exp(-0.01·epoch).\n\n"
                 + md_table(["", "ours", "paper"], rows))
         self._write("table5", f"Table 5: {self.task}, deeper inference networks", body, t)
 

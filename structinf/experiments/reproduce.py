@@ -21,24 +21,26 @@ import argparse
 import gzip
 import json
 import logging
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..checkpoint import load_checkpoint, read_checkpoint_meta, write_json_atomic
-from ..data import Sentence, load_task
+from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic
+from ..data import load_task
 from ..data.tasks import TaskData
-from ..infnet import instance_tailored_trajectory, train_infnet, warm_start_logits
-from ..pipeline import Prepared, energy_train_config, iterate, predict, prepare, score_ids, train_energy
+from ..decode.networks import instance_tailored_trajectory, warm_start_logits
+from ..train import train_infnet
+from ..data import Prepared, prepare
+from ..train import energy_train_config, train_energy
+from ..evaluate import iterate, score_ids
 from ..train import TrainConfig, epochs_since_best
-from . import gd_study, paper
+from . import gd_study
 from .report import Report
 
 logger = logging.getLogger(__name__)
@@ -312,7 +314,7 @@ class Study:
             pred = decode.relaxed_labels(logits, batch.lengths)
             seconds += time.perf_counter() - start
             e = energy_model.energy(batch).detach()
-            res = decode._infnet_result(logits, batch.lengths, e)
+            res = decode.network_result(logits, batch.lengths, e)
             for r, s in enumerate(batch.indices.tolist()):
                 labels[s] = pred[r, : batch.lengths[r]].tolist()
                 disc[s] = float(res.energy[r])
@@ -439,7 +441,7 @@ class Study:
                     seconds[n] += secs
                     with torch.no_grad():
                         if kind == "tailor":
-                            r = decode._infnet_result(out, batch.lengths, e)
+                            r = decode.network_result(out, batch.lengths, e)
                             lab, de, re_ = r.labels, r.energy, r.relaxed_energy
                         else:
                             lab = out

@@ -29,12 +29,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..checkpoint import write_json_atomic
+from ..io import write_json_atomic
 from ..data.vocab import Vocab
 from ..metrics import search_error as _search_error
 from ..metrics import spearman
-from ..models.lm import (LSTMLanguageModel, corpus_perplexity, encode_sequences, sequence_log_probs,
-                         train_lm)
+from ..models.lm import LSTMLanguageModel
+from ..train.lm import corpus_perplexity, encode_sequences, sequence_log_probs, train_lm
 
 __all__ = [
     "LABEL_LM_DEFAULTS",

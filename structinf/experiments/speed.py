@@ -48,9 +48,9 @@ import torch
 from torch import Tensor, nn
 
 from .. import decode
-from ..checkpoint import CheckpointError, load_checkpoint, read_checkpoint_meta, write_json_atomic
+from ..io import CheckpointError, load_checkpoint, read_checkpoint_meta, write_json_atomic
 from ..data import Batch
-from ..infnet import instance_tailored_logits
+from ..decode.networks import instance_tailored_logits
 from ..models import (
     BLSTMCRF,
     DEFAULT_HIDDEN,
@@ -59,7 +59,8 @@ from ..models import (
     energy_model_config,
     infnet_config,
 )
-from ..pipeline import Prepared, iterate, prepare, prepare_from_extra
+from ..data import Prepared, prepare, prepare_from_extra
+from ..evaluate import iterate
 from . import paper
 from .report import md_table
 from .reproduce import PLUS_ARCH, Study

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from ..checkpoint import write_json_atomic, write_text_atomic
+from ..io import write_json_atomic, write_text_atomic
 from . import paper
 from .report import md_table
 
@@ -120,7 +120,7 @@ def summarize(results: Path) -> dict:
 
     # Table 1.
     rows = []
-    wins, total = [], 0
+    wins = []
     for t in tasks:
         t1 = _load(results, t, "table1")
         pt = paper.TABLE1[paper.PAPER_TASK[t]]
@@ -227,7 +227,7 @@ def summarize(results: Path) -> dict:
         rows = [[m, f"{v['word']['rho']:.3f}", f"{v['label']['rho']:.3f}"] for m, v in c.items()]
         lines += ["## Search error vs perplexity (Twitter POS, Spearman's ρ)", "",
                   md_table(["method", "word perplexity", "label perplexity"], rows),
-                  f"\nPaper: infnet 0.282 / 0.195, gradient descent 0.122 / 0.064.", ""]
+                  "\nPaper: infnet 0.282 / 0.195, gradient descent 0.122 / 0.064.", ""]
 
     lines += ["## The paper's findings, checked", ""]
     for name, f in findings.items():

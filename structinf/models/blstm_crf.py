@@ -7,7 +7,7 @@ once per batch and returns the energy tuple every inference method takes.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import List, Optional
 
 import torch

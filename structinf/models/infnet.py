@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..checkpoint import register_model
+from ..masks import length_mask
 from .encoder import BLSTM, EmbedderConfig, TokenEmbedder
 
 __all__ = ["ARCHS", "DEFAULT_INFNET_HIDDEN", "InfNetConfig", "InferenceNetwork", "infnet_config"]
@@ -163,7 +163,7 @@ class InferenceNetwork(nn.Module):
         Returns:
             (B, T, L) logits, exactly zero at padding positions.
         """
-        mask = _mask(lengths, words.shape[1], words.device)
+        mask = length_mask(lengths.to(words.device), words.shape[1])
         x = self.embedder(words, chars)
         arch = self.config.arch
         if arch == "cnn":
@@ -224,7 +224,7 @@ class InferenceNetwork(nn.Module):
         """
         cfg = self.config
         T = words.shape[1]
-        mask = _mask(lengths, T, words.device)
+        mask = length_mask(lengths.to(words.device), T)
         x = _embed(params, cfg.embedder, words, chars, word_padding_idx)
         if cfg.arch == "cnn":
             x = (x * mask[..., None].to(x.dtype)).transpose(1, 2)
@@ -263,11 +263,6 @@ class InferenceNetwork(nn.Module):
 
 
 # -- functional building blocks ---------------------------------------------------------
-
-
-def _mask(lengths: Tensor, T: int, device) -> Tensor:
-    """(B, T) bool, True at real positions."""
-    return torch.arange(T, device=device) < lengths.to(device)[..., None]
 
 
 def _embed(params: Mapping[str, Tensor], cfg: EmbedderConfig, words: Tensor,
@@ -330,7 +325,3 @@ def _masked_blstm(params: Mapping[str, Tensor], prefix: str, x: Tensor, mask: Te
                                                p["bias_ih"], p["bias_hh"], reverse))
         x = torch.cat(outs, -1)
     return x
-
-
-
-register_model(InfNetConfig, InferenceNetwork)

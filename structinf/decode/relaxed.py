@@ -1,16 +1,4 @@
-"""Inference methods, one call each: the front door of structinf.
-
-Every function takes a :class:`structinf.energy.LinearChainEnergy` (the
-feature network has already run once; every method then works on the
-energy tuple) and returns the labels plus what it found.
-
->>> import structinf.decode as decode
->>> best = decode.viterbi(energy)
->>> gd = decode.gradient_descent(energy, iterations=50, lr=1.0, seed=0)
->>> net = decode.inference_network(infnet, batch, energy)
->>> tailored = decode.instance_tailored(infnet, batch, energy, iterations=5, lr=0.01)
->>> warm = decode.warm_start(infnet, batch, energy, iterations=5, lr=10.0)
-"""
+"""Gradient-descent inference on the relaxed energy (paper section 3)."""
 
 from __future__ import annotations
 
@@ -20,29 +8,11 @@ from typing import Dict, Iterable, NamedTuple, Optional, Union
 import torch
 from torch import Tensor
 
-from . import ops
-from .energy import LinearChainEnergy
+from .. import ops
+from ..energy import LinearChainEnergy
+from ..masks import length_mask
 
-__all__ = [
-    "ViterbiResult",
-    "GradientDescentResult",
-    "InferenceNetworkResult",
-    "viterbi",
-    "gradient_descent",
-    "inference_network",
-    "instance_tailored",
-    "warm_start",
-    "relaxed_labels",
-]
-
-
-class ViterbiResult(NamedTuple):
-    """labels: (B, T) int64, -1 at padding ((B, k, T) for k > 1);
-    score: (B,) (or (B, k)); energy: its negative."""
-
-    labels: Tensor
-    score: Tensor
-    energy: Tensor
+__all__ = ["GradientDescentResult", "check_relaxable", "gradient_descent", "relaxed_labels"]
 
 
 class GradientDescentResult(NamedTuple):
@@ -66,28 +36,21 @@ class GradientDescentResult(NamedTuple):
 
 def relaxed_labels(logits: Tensor, lengths: Tensor) -> Tensor:
     """Argmax labels of logits (B, T, L): (B, T) int64 with -1 at padding."""
-    T = logits.shape[1]
-    mask = torch.arange(T, device=logits.device)[None, :] < lengths[:, None]
+    mask = length_mask(lengths, logits.shape[1])
     return torch.where(mask, logits.argmax(-1), torch.full_like(mask, -1, dtype=torch.int64))
 
 
-@torch.no_grad()
-def viterbi(energy: LinearChainEnergy, *, k: int = 1) -> ViterbiResult:
-    """Exact inference: the labeling of lowest energy (or the k lowest)."""
-    paths, scores = ops.viterbi(energy.emissions, energy.transitions, energy.start, energy.end,
-                                energy.lengths, k=k, allowed=energy.allowed)
-    return ViterbiResult(paths, scores, -scores)
-
-
-def _check_relaxable(energy: LinearChainEnergy) -> None:
+def check_relaxable(energy: LinearChainEnergy, fn: str) -> None:
+    """Raises ValueError (naming ``fn``) unless ``energy`` has a relaxed form:
+    no ``allowed`` mask and finite transition, start and end scores."""
     if energy.allowed is not None:
-        raise ValueError(
-            "gradient_descent: the energy has an 'allowed' transition mask, which has no "
-            "relaxed form; build the energy without constraints for relaxed inference")
+        raise ValueError(f"{fn}: the energy has an 'allowed' transition mask, which has no "
+                         "relaxed form; build the energy without constraints for relaxed "
+                         "inference")
     for name in ("transitions", "start", "end"):
         if not torch.isfinite(getattr(energy, name)).all():
-            raise ValueError(f"gradient_descent: energy.{name} must be finite for relaxed "
-                             "inference (forbidden labels have no relaxed form)")
+            raise ValueError(f"{fn}: energy.{name} must be finite for relaxed inference "
+                             "(forbidden labels have no relaxed form)")
 
 
 @torch.no_grad()
@@ -122,7 +85,7 @@ def gradient_descent(
             a generator seeded with ``seed``.
         record_at: iteration counts n at which to record the argmax labels.
     """
-    _check_relaxable(energy)
+    check_relaxable(energy, "gradient_descent")
     if iterations < 0:
         raise ValueError(f"gradient_descent: argument 'iterations' must be >= 0, got {iterations}")
     em = energy.emissions.detach()
@@ -172,61 +135,3 @@ def gradient_descent(
                                              torch.zeros_like(lr_t), momentum)[None])
     return GradientDescentResult(relaxed_labels(logits, energy.lengths), torch.cat(energies),
                                  relaxed, logits, labels_at, seconds_at)
-
-
-class InferenceNetworkResult(NamedTuple):
-    """labels: (B, T) argmax, -1 at padding; relaxed: (B, T, L) softmax output
-    (0 at padding); logits: (B, T, L); energy / relaxed_energy: (B,) energies of
-    the labels / of the relaxed output under the given energy (None without one)."""
-
-    labels: Tensor
-    relaxed: Tensor
-    logits: Tensor
-    energy: Optional[Tensor]
-    relaxed_energy: Optional[Tensor]
-
-
-def _infnet_result(logits: Tensor, lengths: Tensor,
-                   energy: Optional[LinearChainEnergy]) -> InferenceNetworkResult:
-    T = logits.shape[1]
-    mask = torch.arange(T, device=logits.device)[None, :] < lengths[:, None]
-    relaxed = torch.where(mask[..., None], logits.softmax(-1), torch.zeros_like(logits))
-    labels = relaxed_labels(logits, lengths)
-    if energy is None:
-        return InferenceNetworkResult(labels, relaxed, logits, None, None)
-    return InferenceNetworkResult(labels, relaxed, logits, energy.energy(labels),
-                                  energy.energy(relaxed))
-
-
-@torch.no_grad()
-def inference_network(infnet, batch, energy: Optional[LinearChainEnergy] = None
-                      ) -> InferenceNetworkResult:
-    """An inference network's output for a batch (paper section 4): argmax labels,
-    the relaxed output, and (given the energy) both of their energies."""
-    from .infnet import warm_start_logits
-
-    return _infnet_result(warm_start_logits(infnet, batch), batch.lengths, energy)
-
-
-def instance_tailored(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
-                      lr: float, momentum: float = 0.9,
-                      chunk_size: Optional[int] = None) -> InferenceNetworkResult:
-    """Instance-tailored inference network (paper 4.2.1): a fresh copy of ``infnet``
-    per example, ``iterations`` steps of SGD with momentum on that example's
-    energy, then its output. ``infnet`` itself is never changed."""
-    from .infnet import instance_tailored_logits
-
-    logits = instance_tailored_logits(infnet, batch, energy, iterations=iterations, lr=lr,
-                                      momentum=momentum, chunk_size=chunk_size)
-    with torch.no_grad():
-        return _infnet_result(logits, batch.lengths, energy)
-
-
-def warm_start(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
-               lr: Union[float, Tensor], momentum: float = 0.9,
-               record_at: Iterable[int] = ()) -> GradientDescentResult:
-    """Gradient descent started from an inference network's logits (paper 4.2.2)."""
-    from .infnet import warm_start_logits
-
-    return gradient_descent(energy, iterations=iterations, lr=lr, momentum=momentum,
-                            init=warm_start_logits(infnet, batch), record_at=record_at)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -21,9 +21,9 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from .checkpoint import save_checkpoint
-from .data import Batch, EncodedSentence, bucket_batches, collate
-from .data.vocab import UNK_ID
+from ..data import Batch, EncodedSentence, bucket_batches, collate
+from ..data.vocab import UNK_ID
+from ..io import save_checkpoint
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,7 @@
-"""Checkpoints: weights in safetensors plus a JSON config, loaded without executing code.
+"""Files: atomic writers, checkpoints and the model registry.
+
+Checkpoints are weights in safetensors plus a JSON config, loaded without
+executing code.
 
 A checkpoint is a folder holding ``weights.safetensors`` and ``config.json``
 (the model's class and configuration, the vocabularies, the task, anything
@@ -15,7 +18,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple, Type
+from typing import Any, Dict, Tuple, Type
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -29,7 +32,8 @@ VERSION = 1
 WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
-# class name -> (config class with from_dict / to_dict, model class)
+# class name -> (config class with from_dict / to_dict, model class); filled by
+# structinf.models on import, so this module never imports its own users.
 _REGISTRY: Dict[str, Tuple[Any, Type[nn.Module]]] = {}
 
 
@@ -40,11 +44,6 @@ class CheckpointError(ValueError):
 def register_model(config_cls, model_cls: Type[nn.Module]) -> None:
     """Makes ``model_cls(config_cls.from_dict(...))`` loadable by name."""
     _REGISTRY[model_cls.__name__] = (config_cls, model_cls)
-
-
-def _ensure_registry() -> None:
-    # Model modules register themselves on import.
-    from . import models  # noqa: F401
 
 
 def write_text_atomic(path: os.PathLike, text: str) -> None:
@@ -125,7 +124,6 @@ def load_checkpoint(path: os.PathLike, map_location: str | torch.device = "cpu"
     Returns:
         (model in eval mode, the ``extra`` dict saved with it).
     """
-    _ensure_registry()
     meta = read_checkpoint_meta(path)
     name = meta["class"]
     if name not in _REGISTRY:

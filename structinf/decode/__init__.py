@@ -1,0 +1,31 @@
+"""Inference methods, one call each: the front door of structinf.
+
+Every function takes a :class:`structinf.energy.LinearChainEnergy` (the
+feature network has already run once; every method then works on the
+energy tuple) and returns the labels plus what it found.
+
+>>> import structinf.decode as decode
+>>> best = decode.viterbi(energy)
+>>> gd = decode.gradient_descent(energy, iterations=50, lr=1.0, seed=0)
+>>> net = decode.inference_network(infnet, batch, energy)
+>>> tailored = decode.instance_tailored(infnet, batch, energy, iterations=5, lr=0.01)
+>>> warm = decode.warm_start(infnet, batch, energy, iterations=5, lr=10.0)
+"""
+
+from .exact import ViterbiResult, viterbi
+from .networks import (InferenceNetworkResult, inference_network, instance_tailored,
+                       network_result, warm_start)
+from .relaxed import GradientDescentResult, gradient_descent, relaxed_labels
+
+__all__ = [
+    "ViterbiResult",
+    "GradientDescentResult",
+    "InferenceNetworkResult",
+    "viterbi",
+    "gradient_descent",
+    "inference_network",
+    "instance_tailored",
+    "warm_start",
+    "relaxed_labels",
+    "network_result",
+]
