@@ -17,7 +17,9 @@ the machine description, then one table per group (``viterbi``, ``loglik``,
 - ``structinf / floor`` and, for each peer, ``peer / structinf``: how many
   times slower the peer is than structinf in the same run.
 
-Only the standard library is used, so a result file renders anywhere.
+Beyond the standard library it needs only structinf itself (its atomic writer and
+ratio format), not torch or the peers, so a result file renders anywhere structinf
+imports.
 """
 
 from __future__ import annotations

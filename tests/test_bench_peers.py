@@ -147,16 +147,42 @@ def test_gd_autograd_loop_follows_structinf(lengths):
     torch.testing.assert_close(theirs, ours.logits, rtol=1e-6, atol=1e-6)
 
 
+def _canonical(group: str, out, inp):
+    """What a benchmark callable computed, in one form per group: labels (B, T) with -1
+    at padding for Viterbi and gradient descent, log Z (B,) for the log-likelihood
+    (None where the callable returns only a summed loss)."""
+    B, T, _ = inp.shape
+    if group == "loglik":
+        out = out.detach()
+        return out if out.dim() == 1 else None
+    if hasattr(out, "labels"):
+        out = out.labels
+    if isinstance(out, tuple):
+        out = out[0]
+    if isinstance(out, list):  # pytorch-crf: one list of labels per sequence
+        out = torch.tensor([row + [-1] * (T - len(row)) for row in out])
+    return out.long()
+
+
 @pytest.mark.parametrize("impl", peers.IMPLS, ids=lambda i: f"{i.group}-{i.name}")
-def test_benchmark_callables_run(impl):
+def test_benchmark_callables_compute_what_structinf_computes(impl):
     if not impl.available:
         pytest.skip(f"{impl.module} not installed")
     inp = peers.make_inputs(3, 6, 4)
+    ours = next(i for i in peers.IMPLS if i.group == impl.group and i.name == "structinf")
+    want = _canonical(impl.group, ours.build(inp)(), inp)
     fn = impl.build(inp)
-    fn()
-    fn()  # twice: gradients and state must not leak between rounds
-    fn_small = impl.build(inp.truncated(3))
-    fn_small()
+    first = _canonical(impl.group, fn(), inp)
+    # Twice: gradients and state must not leak between rounds.
+    second = _canonical(impl.group, fn(), inp)
+    if first is None:  # a summed loss only: the two rounds must agree
+        return
+    torch.testing.assert_close(second, first)
+    torch.testing.assert_close(first, want, rtol=1e-4, atol=1e-4)
+    small = inp.truncated(3)
+    torch.testing.assert_close(_canonical(impl.group, impl.build(small)(), small),
+                               _canonical(impl.group, ours.build(small)(), small),
+                               rtol=1e-4, atol=1e-4)
 
 
 def test_memory_estimates_and_floors():

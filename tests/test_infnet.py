@@ -67,7 +67,7 @@ def energy_model(prepared):
 
 def _net(p, arch, plus, layers=1, windows=(1, 3), seed=0, hidden=8):
     torch.manual_seed(seed)
-    cfg = infnet_config("twitter-pos", arch, p.labels.labels, len(p.words), len(p.chars), plus,
+    cfg = infnet_config(arch, p.labels.labels, len(p.words), len(p.chars), plus,
                         hidden=hidden, windows=windows, layers=layers, word_dim=8)
     return InferenceNetwork(cfg).eval()
 
@@ -185,14 +185,14 @@ def test_functional_logits_equal_forward(prepared, batch, arch, plus, layers, wi
 
 
 def test_config_validation_and_round_trip(prepared):
-    cfg = infnet_config("twitter-pos", "cnn", prepared.labels.labels, 10, 5, True,
+    cfg = infnet_config("cnn", prepared.labels.labels, 10, 5, True,
                         windows=(1, 5))
     assert cfg.hidden == 100 and cfg.embedder.num_chars == 5 and cfg.embedder.dropout == 0.5
     assert InfNetConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="arch"):
-        infnet_config("twitter-pos", "rnn", ["A"], 10, 0, False)
+        infnet_config("rnn", ["A"], 10, 0, False)
     with pytest.raises(ValueError, match="windows"):
-        infnet_config("twitter-pos", "cnn", ["A"], 10, 0, False, windows=(1, 2))
+        infnet_config("cnn", ["A"], 10, 0, False, windows=(1, 2))
     model = _net(prepared, "blstm", True)
     b = next(iterate(prepared.encoded["train"], 4))
     with pytest.raises(ValueError, match="chars"):
@@ -338,8 +338,14 @@ def test_instance_tailoring_lowers_each_energy_and_leaves_the_network(
     before = {k: v.clone() for k, v in model.state_dict().items()}
     with torch.no_grad():
         energy = energy_model.energy(batch)
+    # From a model in training mode: warm starts use the eval-mode logits (no
+    # dropout) and leave the mode as it was.
+    model.train()
     start = warm_start_logits(model, batch)
-    torch.testing.assert_close(start, model.logits(batch).detach())
+    assert model.training
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(start, model.logits(batch), rtol=0, atol=0)
     tailored = instance_tailored_logits(model, batch, energy, iterations=5, lr=0.05,
                                         chunk_size=5)
     assert tailored.shape == start.shape and (tailored[~batch.mask] == 0).all()

@@ -104,10 +104,20 @@ def test_fit_early_stops_and_keeps_best():
     p = prepare(_tiny_task(6))
     model = _model(p, plus=False)
     scores = iter([0.5, 0.7, 0.6, 0.4, 0.3, 0.9])
-    history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), lambda m: next(scores),
+    seen = []  # the weights each dev score was given for
+
+    def dev_score(m):
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return next(scores)
+
+    history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), dev_score,
                   TrainConfig(epochs=6, batch_size=3, patience=2), progress=False)
     assert [h.epoch for h in history] == [1, 2, 3, 4]
     assert [h.best for h in history] == [True, True, False, False]
+    # The model ends with epoch 2's weights (the best dev score), not the last epoch's.
+    final = model.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in seen[1].items())
+    assert not all(torch.equal(final[k], v) for k, v in seen[3].items())
 
 
 def test_resume_continues_a_capped_training(tmp_path):

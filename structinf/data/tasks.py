@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+from .. import metrics
 from .readers import (
     OTHER_LABEL,
     TWITTER_POS_TAGS,
@@ -123,8 +124,6 @@ class TaskData:
 
     def score(self, pred: Sequence[Sequence[str]], gold: Sequence[Sequence[str]]) -> float:
         """The task's metric in [0, 1]: token accuracy (``*`` wrong) or chunk F1."""
-        from .. import metrics
-
         if self.metric == "chunk_f1":
             return metrics.chunk_f1(pred, gold, scheme=self.scheme or "iob2").f1
         return metrics.accuracy(pred, gold, wrong_label=self.wrong_label)

@@ -522,7 +522,7 @@ def load_speed_models(task: str, results_dir="results", runs_dir="runs",
             return BLSTMCRF(energy_model_config(task, L, V, C, plus=plus, hidden=h,
                                                 word_dim=word_dim))
         arch = plus_arch if role == "infnet+" else role
-        return InferenceNetwork(infnet_config(task, arch, L, V, C, plus=role == "infnet+",
+        return InferenceNetwork(infnet_config(arch, L, V, C, plus=role == "infnet+",
                                               hidden=infnet_hidden, word_dim=word_dim))
 
     models: Dict[str, nn.Module] = {}

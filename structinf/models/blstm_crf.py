@@ -86,7 +86,8 @@ class BLSTMCRF(nn.Module):
         return len(self.config.labels)
 
     def emissions(self, words: Tensor, chars: Optional[Tensor], lengths: Tensor) -> Tensor:
-        """(B, T, L) emission scores, zero at padding."""
+        """(B, T, L) emission scores. Padding positions hold the projection's bias
+        (not zero); no op reads them (positions t >= lengths[b] never count)."""
         h = self.blstm(self.embedder(words, chars), lengths)
         return self.proj(self.dropout(h))
 

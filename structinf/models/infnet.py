@@ -105,17 +105,15 @@ class InfNetConfig:
         return cls(**d)
 
 
-def infnet_config(task: str, arch: str, labels: Sequence[str], num_words: int, num_chars: int,
+def infnet_config(arch: str, labels: Sequence[str], num_words: int, num_chars: int,
                   plus: bool, hidden: Optional[int] = None, windows: Sequence[int] = (1, 3),
                   layers: int = 1, word_dim: int = 100) -> InfNetConfig:
-    """The paper's configuration of an inference network for a task.
+    """The paper's configuration of an inference network.
 
     ``hidden`` defaults to :data:`DEFAULT_INFNET_HIDDEN` (100) for every task
     (the paper tunes it per task, Figure 1). ``plus`` adds the character CNN
-    (``num_chars`` characters) and dropout 0.5. ``task`` is accepted for
-    symmetry with :func:`energy_model_config`; no size depends on it yet.
+    (``num_chars`` characters) and dropout 0.5. No size depends on the task.
     """
-    del task
     emb = EmbedderConfig(num_words=num_words, word_dim=word_dim,
                          num_chars=num_chars if plus else 0, dropout=0.5 if plus else 0.0)
     return InfNetConfig(arch=arch, labels=list(labels), embedder=emb,

@@ -131,7 +131,7 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     if lam < 0:
         raise ValueError(f"train_infnet: argument 'lam' must be >= 0, got {lam}")
     seed_everything(cfg.seed)
-    mcfg = infnet_config(p.task.name, arch, p.labels.labels, len(p.words), len(p.chars),
+    mcfg = infnet_config(arch, p.labels.labels, len(p.words), len(p.chars),
                          plus=plus, hidden=hidden, windows=windows, layers=layers,
                          word_dim=word_dim)
     mcfg.embedder.freeze_words = freeze_words
