@@ -1,6 +1,8 @@
 // The torch-free CPU kernels against brute-force enumeration, without Python:
 // Viterbi (k = 1 and k-best), log Z and every marginal, and the relaxed step's
-// gradient against central finite differences. Every usable instruction set.
+// gradient against central finite differences. Every usable instruction set,
+// float64 and float32 (the float32 kernels run on the problem rounded to float,
+// and are held to the float64 enumeration of that same problem).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +23,12 @@ void expect(bool ok, const std::string& what) {
     std::printf("  FAIL: %s\n", what.c_str());
     ++failures;
   }
+}
+
+// Relative tolerance of a kernel result in S against a float64 oracle.
+template <typename S>
+double tol() {
+  return sizeof(S) == sizeof(double) ? 1e-9 : 2e-5;
 }
 
 bool close(double a, double b, double tol = 1e-9) {
@@ -48,6 +56,38 @@ struct Problem {
     return v;
   }
 };
+
+// A problem's scores in S (the kernels' input), and their view.
+template <typename S>
+struct Cast {
+  std::vector<S> em, tr, st, en;
+  EnergyView<S> view(const Problem& p) const {
+    EnergyView<S> v;
+    v.B = p.B;
+    v.T = p.T;
+    v.L = p.L;
+    v.emissions = em.data();
+    v.transitions = tr.data();
+    v.start = st.data();
+    v.end = en.data();
+    v.lengths = p.len.data();
+    v.allowed = p.allowed.empty() ? nullptr : reinterpret_cast<const bool*>(p.allowed.data());
+    return v;
+  }
+};
+
+template <typename S>
+Cast<S> cast(const Problem& p) {
+  auto conv = [](const std::vector<double>& x) { return std::vector<S>(x.begin(), x.end()); };
+  return Cast<S>{conv(p.em), conv(p.tr), conv(p.st), conv(p.en)};
+}
+
+// The problem with every score rounded to float (what the float32 kernels see).
+Problem rounded_to_float(Problem p) {
+  for (auto* v : {&p.em, &p.tr, &p.st, &p.en})
+    for (double& x : *v) x = static_cast<double>(static_cast<float>(x));
+  return p;
+}
 
 Problem random_problem(std::mt19937& rng, int64_t B, int64_t T, int64_t L, bool masked) {
   std::normal_distribution<double> normal;
@@ -93,11 +133,13 @@ std::vector<Labeling> enumerate(const Problem& p, int64_t b) {
   return out;
 }
 
+template <typename S>
 void test_viterbi(const Problem& p, int64_t k, const std::string& tag) {
+  const Cast<S> c = cast<S>(p);
   std::vector<int64_t> paths(p.B * k * p.T);
-  std::vector<double> scores(p.B * k);
-  ViterbiParams<double> vp;
-  vp.energy = p.view();
+  std::vector<S> scores(p.B * k);
+  ViterbiParams<S> vp;
+  vp.energy = c.view(p);
   vp.k = k;
   vp.paths = paths.data();
   vp.scores = scores.data();
@@ -109,12 +151,21 @@ void test_viterbi(const Problem& p, int64_t k, const std::string& tag) {
     for (int64_t q = 0; q < k; ++q) {
       const double want = q < static_cast<int64_t>(all.size()) ? all[q].score : -INFINITY;
       const double got = scores[b * k + q];
-      expect(close(got, want), tag + " score b=" + std::to_string(b) + " q=" + std::to_string(q));
+      expect(close(got, want, tol<S>()),
+             tag + " score b=" + std::to_string(b) + " q=" + std::to_string(q));
       const int64_t* path = paths.data() + (b * k + q) * p.T;
-      if (std::isfinite(want)) {
-        // Random scores have no ties: the path must be the enumerated one.
+      // Random scores have no ties: the path must be the enumerated one, unless (in
+      // float32) the neighbouring scores lie within rounding of each other.
+      auto gap = [&](int64_t r) {
+        return r < 0 || r >= static_cast<int64_t>(all.size()) ? INFINITY
+                                                               : std::fabs(all[r].score - want);
+      };
+      const bool separated = std::min(gap(q - 1), gap(q + 1)) > 1e3 * tol<S>() * (1 + std::fabs(want));
+      if (std::isfinite(want) && separated) {
         for (int64_t t = 0; t < p.len[b]; ++t)
           expect(path[t] == all[q].y[t], tag + " path b=" + std::to_string(b));
+      } else if (std::isfinite(want)) {
+        for (int64_t t = 0; t < p.len[b]; ++t) expect(path[t] >= 0, tag + " path is a labeling");
       } else {
         for (int64_t t = 0; t < p.T; ++t) expect(path[t] == -1, tag + " missing path is -1");
       }
@@ -123,18 +174,20 @@ void test_viterbi(const Problem& p, int64_t k, const std::string& tag) {
   }
 }
 
+template <typename S>
 void test_forward_backward(const Problem& p, const std::string& tag) {
   const int64_t B = p.B, T = p.T, L = p.L;
-  std::vector<double> log_z(B), log_alpha(B * T * L), shift(B * T);
-  CrfForwardParams<double> fp;
-  fp.energy = p.view();
+  const Cast<S> c = cast<S>(p);
+  std::vector<S> log_z(B), log_alpha(B * T * L), shift(B * T);
+  CrfForwardParams<S> fp;
+  fp.energy = c.view(p);
   fp.log_z = log_z.data();
   fp.log_alpha = log_alpha.data();
   fp.log_alpha_shift = shift.data();
   expect(cpu::crf_forward(fp, cpu::serial_exec()) == Status::kOk, tag + " forward status");
-  std::vector<double> grad(B, 1.0), ge(B * T * L), gt(L * L), gs(L), gend(L);
-  CrfBackwardParams<double> bp;
-  bp.energy = p.view();
+  std::vector<S> grad(B, S(1)), ge(B * T * L), gt(L * L), gs(L), gend(L);
+  CrfBackwardParams<S> bp;
+  bp.energy = c.view(p);
   bp.grad_log_z = grad.data();
   bp.log_z = log_z.data();
   bp.log_alpha = log_alpha.data();
@@ -153,7 +206,7 @@ void test_forward_backward(const Problem& p, const std::string& tag) {
     double z = 0;
     for (const auto& lab : all) z += std::exp(lab.score - m);
     const double want = std::isfinite(m) ? m + std::log(z) : -INFINITY;
-    expect(close(log_z[b], want), tag + " log Z b=" + std::to_string(b));
+    expect(close(log_z[b], want, tol<S>()), tag + " log Z b=" + std::to_string(b));
     if (!std::isfinite(want)) continue;
     const int64_t n = p.len[b];
     for (const auto& lab : all) {
@@ -164,11 +217,13 @@ void test_forward_backward(const Problem& p, const std::string& tag) {
       want_gend[lab.y[n - 1]] += pr;
     }
   }
-  for (int64_t i = 0; i < B * T * L; ++i) expect(close(ge[i], want_ge[i]), tag + " unary marginal");
-  for (int64_t i = 0; i < L * L; ++i) expect(close(gt[i], want_gt[i]), tag + " pairwise marginal");
+  // Marginals are probabilities (sums of them): an absolute tolerance.
+  auto near = [](double a, double b) { return std::fabs(a - b) <= 1e3 * tol<S>(); };
+  for (int64_t i = 0; i < B * T * L; ++i) expect(near(ge[i], want_ge[i]), tag + " unary marginal");
+  for (int64_t i = 0; i < L * L; ++i) expect(near(gt[i], want_gt[i]), tag + " pairwise marginal");
   for (int64_t i = 0; i < L; ++i) {
-    expect(close(gs[i], want_gs[i]), tag + " start marginal");
-    expect(close(gend[i], want_gend[i]), tag + " end marginal");
+    expect(near(gs[i], want_gs[i]), tag + " start marginal");
+    expect(near(gend[i], want_gend[i]), tag + " end marginal");
   }
 }
 
@@ -216,6 +271,40 @@ void test_relaxed_gradient(Problem p, std::mt19937& rng, const std::string& tag)
       }
 }
 
+// The float32 relaxed step against the float64 one on the same rounded inputs.
+void test_relaxed_float32(Problem p, std::mt19937& rng, const std::string& tag) {
+  p.allowed.clear();
+  p = rounded_to_float(p);
+  std::normal_distribution<double> normal;
+  const size_t n = static_cast<size_t>(p.B * p.T * p.L);
+  std::vector<double> z(n), v(n, 0.0), lr(p.B, 0.7), energy(p.B);
+  for (double& x : z) x = static_cast<float>(normal(rng));
+  std::vector<float> zf(z.begin(), z.end()), vf(n, 0.0f), lrf(p.B, 0.7f), energyf(p.B);
+  RelaxedStepParams<double> rp;
+  rp.energy = p.view();
+  rp.logits = z.data();
+  rp.velocity = v.data();
+  rp.lr = lr.data();
+  rp.momentum = 0.5;
+  rp.energy_out = energy.data();
+  const Cast<float> c = cast<float>(p);
+  RelaxedStepParams<float> rf;
+  rf.energy = c.view(p);
+  rf.logits = zf.data();
+  rf.velocity = vf.data();
+  rf.lr = lrf.data();
+  rf.momentum = 0.5f;
+  rf.energy_out = energyf.data();
+  expect(cpu::relaxed_energy_step(rp, cpu::serial_exec()) == Status::kOk, tag + " f64 status");
+  expect(cpu::relaxed_energy_step(rf, cpu::serial_exec()) == Status::kOk, tag + " f32 status");
+  for (int64_t b = 0; b < p.B; ++b)
+    expect(close(energyf[b], energy[b], tol<float>()), tag + " f32 relaxed energy");
+  for (size_t i = 0; i < n; ++i) {
+    expect(std::fabs(vf[i] - v[i]) <= 1e-4 * (1 + std::fabs(v[i])), tag + " f32 velocity");
+    expect(std::fabs(zf[i] - z[i]) <= 1e-4 * (1 + std::fabs(z[i])), tag + " f32 logits");
+  }
+}
+
 void test_nan_reported(std::mt19937& rng) {
   Problem p = random_problem(rng, 2, 3, 3, false);
   p.len = {3, 2};
@@ -250,10 +339,15 @@ int main() {
       const std::string tag = isa + " B=" + std::to_string(B) + " T=" + std::to_string(T) +
                               " L=" + std::to_string(L) + (masked ? " masked" : "");
       const Problem p = random_problem(rng, B, T, L, masked);
-      test_viterbi(p, 1, tag);
-      test_viterbi(p, 4, tag + " k=4");
-      test_forward_backward(p, tag);
+      test_viterbi<double>(p, 1, tag);
+      test_viterbi<double>(p, 4, tag + " k=4");
+      test_forward_backward<double>(p, tag);
       test_relaxed_gradient(p, rng, tag);
+      const Problem pf = rounded_to_float(p);
+      test_viterbi<float>(pf, 1, tag + " f32");
+      test_viterbi<float>(pf, 4, tag + " f32 k=4");
+      test_forward_backward<float>(pf, tag + " f32");
+      test_relaxed_float32(p, rng, tag + " f32");
     }
     test_nan_reported(rng);
   }

@@ -21,9 +21,10 @@ from typing import List, Optional, Sequence
 
 import torch
 
-__all__ = ["main", "build_parser"]
+from .experiments import commands
+from .experiments.naming import TASKS as TASK_NAMES
 
-TASK_NAMES = ("twitter-pos", "conll2003", "ewt-large")
+__all__ = ["main", "build_parser"]
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -94,13 +95,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
 
-    from .experiments import reproduce as _rep
-    _rep.add_arguments(sub.add_parser(
+    commands.add_reproduce_arguments(sub.add_parser(
         "reproduce", help="the whole study for a task (tables, figures)",
-        description=_rep.DESCRIPTION))
-    from .experiments import speed as _speed
-    _speed.add_arguments(sub.add_parser(
-        "bench", help="the speed benchmark (paper Table 3)", description=_speed.DESCRIPTION))
+        description=commands.REPRODUCE_DESCRIPTION))
+    commands.add_bench_arguments(sub.add_parser(
+        "bench", help="the speed benchmark (paper Table 3)",
+        description=commands.BENCH_DESCRIPTION))
     return parser
 
 
@@ -212,7 +212,7 @@ def cmd_tag(args) -> int:
             sentences = _read_sentences(f)
     if not sentences:
         return 0
-    encoded = encode_sentences([Sentence(tokens, ["_"] * len(tokens)) for tokens in sentences],
+    encoded = encode_sentences([Sentence(tokens) for tokens in sentences],
                                words, None, chars, MAX_WORD_LEN)
     pred = predict(model.decode, encoded, args.batch_size)
     lines = []

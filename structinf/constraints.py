@@ -11,6 +11,8 @@ from typing import NamedTuple, Sequence
 import torch
 from torch import Tensor
 
+from .data.schemes import check_tag
+
 __all__ = ["Constraints", "allowed_transitions"]
 
 _SCHEMES = ("bio", "iob2", "bioes", "iobes")
@@ -29,11 +31,11 @@ class Constraints(NamedTuple):
 
 
 def _parse(label: str, scheme: str) -> tuple[str, str]:
-    if label == "O":
-        return "O", ""
     prefixes = "BI" if scheme in ("bio", "iob2") else "BIES"
-    if len(label) > 2 and label[1] == "-" and label[0] in prefixes:
-        return label[0], label[2:]
+    try:
+        return check_tag(label, prefixes, "allowed_transitions")
+    except ValueError:
+        pass
     raise ValueError(
         f"allowed_transitions: argument 'labels' has {label!r}, which is not 'O' or "
         f"<{'|'.join(prefixes)}>-<TYPE> as the {scheme!r} scheme requires"

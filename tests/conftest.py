@@ -55,6 +55,25 @@ def make_energy(B, T, L, *, dtype=torch.float64, device="cpu", lengths=None, sca
     )
 
 
+def sample_inputs(device="cpu", dtype=torch.float64, *, B=3, T=5, L=4, seed=0):
+    """One small energy with variable lengths and an allowed mask that keeps a path
+    for every length: the inputs of the correctness, gradient and opcheck tests.
+
+    Returns ``(emissions, transitions, start, end, lengths, allowed)`` on ``device``.
+    """
+    (em, tr, st, en, lens), allowed = make_energy(
+        B, T, L, dtype=dtype, device=device, allowed_density=0.8,
+        generator=torch.Generator().manual_seed(seed))
+    allowed |= torch.eye(L, dtype=torch.bool, device=device)
+    return em, tr, st, en, lens, allowed
+
+
+@pytest.fixture(params=DEVICES)
+def device(request):
+    """Each device present (CUDA where a GPU is; skipped cleanly elsewhere)."""
+    return request.param
+
+
 @pytest.fixture(params=None)
 def cpu_isa(request):
     """Runs a test under one CPU instruction-set build, restoring the choice."""

@@ -579,3 +579,13 @@ def test_real_ewt_counts():
     assert len(task.labels) == 401 and task.labels[-1] == "*"
     raw = read_ewt_large(task.files["train"])
     assert len({t for s in raw for t in s.tags}) == 686
+
+
+def test_raw_sentences_have_no_tags():
+    raw = Sentence(["hello", "world"])
+    assert raw.tags is None and len(raw) == 2
+    words = Vocab.build([raw.tokens])
+    (enc,) = encode_sentences([raw], words)
+    assert enc.tags is None
+    with pytest.raises(ValueError, match="sentence 0 has no tags"):
+        encode_sentences([raw], words, LabelSet(["A"]))

@@ -158,3 +158,17 @@ def test_oracles_are_imported_only_by_tests_and_benchmarks(graph):
                    if not n.startswith("structinf.reference")
                    and any(m.startswith("structinf.reference") for m in deps))
     assert users == [], f"library modules import the float64 oracles: {users}"
+
+
+def test_tagging_does_not_load_the_study():
+    """``structinf tag`` builds the whole parser but must not import the study (nor
+    matplotlib): the study's subcommands import their work only when they run."""
+    import subprocess
+    import sys
+
+    code = ("import sys, structinf.cli as c; c.build_parser(); "
+            "heavy = [m for m in ('matplotlib', 'structinf.experiments.reproduce', "
+            "'structinf.experiments.speed') if m in sys.modules]; print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=ROOT, check=True).stdout.strip()
+    assert out == "[]", out

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from structinf import torch_ops
 import structinf.ops as ops
 import structinf.reference as ref
-from conftest import TOL, make_energy
+from conftest import TOL, make_energy, sample_inputs
 
 DTYPES = [torch.float32, torch.float64]
 SHAPES = [  # (B, T, L)
@@ -79,6 +79,16 @@ def test_viterbi_ties_lowest_label(dtype, cpu_isa):
     kpaths, kscores = ops.viterbi(em, tr, st_, en, lens, k=3)
     torch.testing.assert_close(kpaths[:, 0], paths)
     torch.testing.assert_close(kscores[:, 0], scores)
+
+
+def test_viterbi_rank_follows_whether_k_is_given():
+    (em, tr, st_, en, lens), _ = make_energy(4, 6, 3)
+    best_paths, best_scores = ops.viterbi(em, tr, st_, en, lens)
+    assert best_paths.shape == (4, 6) and best_scores.shape == (4,)
+    for k in (1, 2):
+        paths, scores = ops.viterbi(em, tr, st_, en, lens, k=k)
+        assert paths.shape == (4, k, 6) and scores.shape == (4, k)
+        assert torch.equal(paths[:, 0], best_paths) and torch.equal(scores[:, 0], best_scores)
 
 
 @given(B=st.integers(1, 3), T=st.integers(1, 4), L=st.integers(1, 3), k=st.integers(1, 6),
@@ -468,21 +478,52 @@ def test_mixed_cpu_cuda_raises():
         _call("viterbi", a)
 
 
+# --------------------------------------------------------------------------- every device
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_ops_on_each_device_match_the_reference(device, dtype):
+    em, tr, st_, en, lens, allowed = sample_inputs(device, dtype)
+    cpu64 = [x.cpu().double() for x in (em, tr, st_, en)]
+    paths, scores = ops.viterbi(em, tr, st_, en, lens, allowed=allowed)
+    assert paths.device.type == device and scores.dtype == dtype
+    rp, rs = ref.viterbi_ref(*cpu64, lens.cpu(), allowed.cpu())
+    torch.testing.assert_close(paths.cpu(), rp)
+    torch.testing.assert_close(scores.cpu().double(), rs, **TOL[dtype])
+    kp, ks = ops.viterbi(em, tr, st_, en, lens, k=3, allowed=allowed)
+    rkp, rks = ref.kbest_ref(*cpu64, lens.cpu(), 3, allowed.cpu())
+    torch.testing.assert_close(kp.cpu(), rkp)
+    torch.testing.assert_close(ks.cpu().double(), rks, **TOL[dtype])
+    leaves = [x.clone().requires_grad_() for x in (em, tr, st_, en)]
+    log_z = ops.crf_forward_backward(*leaves, lens, allowed=allowed)
+    torch.testing.assert_close(log_z.detach().cpu().double(),
+                               ref.log_partition_ref(*cpu64, lens.cpu(), allowed.cpu()), **TOL[dtype])
+    log_z.sum().backward()
+    for leaf, want in zip(leaves, ref.marginals_ref(*cpu64, lens.cpu(), allowed.cpu())):
+        torch.testing.assert_close(leaf.grad.cpu().double(), want, **TOL[dtype])
+    z = torch.randn_like(em)
+    v = torch.zeros_like(em)
+    want_e, want_z, want_v = ref.relaxed_energy_step_ref(z.cpu(), v.cpu(), *cpu64, lens.cpu(), 0.5)
+    energy = ops.relaxed_energy_step_(z, v, em, tr, st_, en, lens, 0.5)
+    torch.testing.assert_close(energy.cpu().double(), want_e, **TOL[dtype])
+    torch.testing.assert_close(z.cpu().double(), want_z, **TOL[dtype])
+    torch.testing.assert_close(v.cpu().double(), want_v, **TOL[dtype])
+
+
+def test_gradcheck_on_each_device(device):
+    em, tr, st_, en, lens, allowed = sample_inputs(device)
+    inputs = tuple(x.clone().requires_grad_() for x in (em, tr, st_, en))
+    assert torch.autograd.gradcheck(
+        lambda *a: ops.crf_forward_backward(*a, lens, allowed=allowed), inputs)
+
+
 # --------------------------------------------------------------------------- torch.library
-def _sample_inputs():
-    (em, tr, st_, en, lens), allowed = make_energy(3, 5, 4, allowed_density=0.8)
-    allowed |= torch.eye(4, dtype=torch.bool)
-    return em, tr, st_, en, lens, allowed
-
-
-def test_opcheck_viterbi():
-    em, tr, st_, en, lens, allowed = _sample_inputs()
+def test_opcheck_viterbi(device):
+    em, tr, st_, en, lens, allowed = sample_inputs(device)
     for k, al in [(1, None), (2, allowed)]:
         torch.library.opcheck(torch.ops.structinf.viterbi.default, (em, tr, st_, en, lens, k, al))
 
 
-def test_opcheck_crf():
-    em, tr, st_, en, lens, allowed = _sample_inputs()
+def test_opcheck_crf(device):
+    em, tr, st_, en, lens, allowed = sample_inputs(device)
     for al in [None, allowed]:
         args = [x.clone().requires_grad_() for x in (em, tr, st_, en)]
         torch.library.opcheck(torch.ops.structinf.crf_forward_backward.default,
@@ -492,18 +533,18 @@ def test_opcheck_crf():
                               (torch.ones_like(out[0]), em, tr, st_, en, lens, al, *out))
 
 
-def test_opcheck_relaxed_step():
-    em, tr, st_, en, lens, _ = _sample_inputs()
+def test_opcheck_relaxed_step(device):
+    em, tr, st_, en, lens, _ = sample_inputs(device)
     z = torch.randn_like(em)
     v = torch.zeros_like(em)
-    lr = torch.full((3,), 2.0, dtype=torch.float64)
+    lr = torch.full((3,), 2.0, dtype=torch.float64, device=device)
     for steps in (1, 3):
         torch.library.opcheck(torch.ops.structinf.relaxed_energy_step_.default,
                               (z, v, em, tr, st_, en, lens, lr, 0.9, steps))
 
 
 def test_torch_compile_fullgraph():
-    em, tr, st_, en, lens, allowed = _sample_inputs()
+    em, tr, st_, en, lens, allowed = sample_inputs()
 
     @torch.compile(fullgraph=True, backend="aot_eager")
     def f(em, tr, st_, en, lens, z, v, lr):

@@ -403,6 +403,29 @@ def test_relaxed_energy_step_vectorized_matches_ref(case, seed, dtype, scalar_lr
 
 
 @SETTINGS
+@given(cases(kinds=("int", "tie", "float")), st.integers(1, 12))
+def test_kbest_vectorized_matches_ref_ties_included(case, k):
+    """The fallback's k-best: the reference's paths exactly (tie order included) on
+    integer and tie-heavy scores, in both dtypes; on float scores, in float64."""
+    want_paths, want_scores = R.kbest_ref(*case.args, k, allowed=case.allowed)
+    dtypes = DTYPES if case.integer else (torch.float64,)
+    for dtype in dtypes:
+        paths, scores = torch_ops.kbest_vectorized(*case.cast(dtype), k, allowed=case.allowed)
+        assert paths.shape == want_paths.shape and scores.dtype == dtype
+        assert torch.equal(paths, want_paths)
+        assert_close(scores.double(), want_scores, **TOL[dtype])
+
+
+def test_kbest_vectorized_all_zero_tie_order():
+    B, T, L = 1, 3, 3
+    z = torch.zeros
+    args = (z(B, T, L), z(L, L), z(L), z(L), torch.tensor([T]))
+    want = R.kbest_ref(*args, L**T + 2)
+    got = torch_ops.kbest_vectorized(*args, L**T + 2)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1].float())
+
+
+@SETTINGS
 @given(cases(max_b=4, max_t=7, max_l=5, kinds=("float",)), st.sampled_from(DTYPES))
 def test_viterbi_vectorized_matches_ref(case, dtype):
     ref_paths, ref_scores = R.viterbi_ref(*case.cast(dtype), allowed=case.allowed)

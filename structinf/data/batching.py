@@ -55,12 +55,16 @@ def encode_sentences(
         max_word_len: truncate each token to this many characters.
 
     Raises:
-        ValueError: an empty sentence (every sequence must have length >= 1).
+        ValueError: an empty sentence (every sequence must have length >= 1), or
+            ``labels`` given for a sentence without tags.
     """
     out = []
     for i, sentence in enumerate(sentences):
         if len(sentence) == 0:
             raise ValueError(f"encode_sentences: sentence {i} is empty (lengths must be >= 1)")
+        if labels is not None and sentence.tags is None:
+            raise ValueError(f"encode_sentences: sentence {i} has no tags; pass labels=None "
+                             "to encode raw text")
         out.append(
             EncodedSentence(
                 words=words.encode(sentence.tokens),

@@ -29,6 +29,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, NamedTuple, Sequence, TypeVar
 
+from .schemes import (CONLL2003_TYPES, SCHEMES, bioes_labels, bioes_to_iob, convert_tags,  # noqa: F401
+                      iob1_to_iob2, iob2_to_iob1, iob_to_bioes, split_tag)
+
 logger = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike
@@ -36,15 +39,11 @@ PathLike = str | os.PathLike
 #: The 25 coarse tags of the Twitter POS data (sorted; the task's label order).
 TWITTER_POS_TAGS: tuple[str, ...] = tuple(sorted("! # $ & , @ A D E G L M N O P R S T U V X Y Z ^ ~".split()))
 
-#: CoNLL-2003 entity types, in the order used for the BIOES label list.
-CONLL2003_TYPES: tuple[str, ...] = ("PER", "LOC", "ORG", "MISC")
-
 #: Label given to every large-label-task label outside the kept top-k (always wrong).
 OTHER_LABEL = "*"
 
 DOCSTART = "-DOCSTART-"
 
-SCHEMES = ("iob1", "iob2", "bioes")
 
 
 class DataFormatError(ValueError):
@@ -63,13 +62,13 @@ class DataFormatError(ValueError):
 
 @dataclass
 class Sentence:
-    """One labelled sequence: ``tokens[i]`` carries ``tags[i]``."""
+    """One sequence: ``tokens[i]`` carries ``tags[i]``; ``tags`` is None for raw text."""
 
     tokens: list[str]
-    tags: list[str]
+    tags: list[str] | None = None
 
     def __post_init__(self) -> None:
-        if len(self.tokens) != len(self.tags):
+        if self.tags is not None and len(self.tokens) != len(self.tags):
             raise ValueError(
                 f"Sentence: tokens and tags differ in length ({len(self.tokens)} vs {len(self.tags)})"
             )
@@ -170,144 +169,6 @@ def read_twitter_pos(path: PathLike) -> list[Sentence]:
     if tokens:
         sentences.append(Sentence(tokens, tags))
     return sentences
-
-
-# ----------------------------------------------------------------------------- tag schemes
-
-
-def split_tag(tag: str) -> tuple[str, str]:
-    """Split ``"B-PER"`` into ``("B", "PER")`` and ``"O"`` into ``("O", "")``.
-
-    The type is everything after the first hyphen, as in conlleval.
-    """
-    prefix, sep, kind = tag.partition("-")
-    return (prefix, kind) if sep else (tag, "")
-
-
-def _check_tag(tag: str, prefixes: str, where: str) -> tuple[str, str]:
-    prefix, kind = split_tag(tag)
-    if tag == "O":
-        return prefix, kind
-    if len(prefix) != 1 or prefix not in prefixes or kind == "":
-        allowed = ", ".join(f"{p}-X" for p in prefixes)
-        raise ValueError(f"{where}: invalid tag {tag!r} (expected O or one of {allowed})")
-    return prefix, kind
-
-
-def iob1_to_iob2(tags: Sequence[str]) -> list[str]:
-    """Convert IOB1 (or any B/I/O sequence) to IOB2: every chunk starts with ``B-X``.
-
-    An ``I-X`` that follows ``O``, the sentence start or a chunk of another type starts a
-    new chunk and becomes ``B-X`` (the same reading as conlleval). Valid IOB2 input comes
-    back unchanged, so this also repairs ill-formed IOB2.
-
-    Raises:
-        ValueError: a tag that is not ``O``, ``B-X`` or ``I-X``.
-    """
-    out: list[str] = []
-    prev_kind = ""
-    for i, tag in enumerate(tags):
-        prefix, kind = _check_tag(tag, "BI", f"iob1_to_iob2: position {i}")
-        if prefix == "I" and prev_kind != kind:
-            out.append(f"B-{kind}")
-        else:
-            out.append(tag)
-        prev_kind = kind
-    return out
-
-
-def iob2_to_iob1(tags: Sequence[str]) -> list[str]:
-    """Convert IOB2 (or any B/I/O sequence) to canonical IOB1.
-
-    ``B-X`` is kept only where the previous token is in a chunk of the same type X;
-    every other chunk start becomes ``I-X``.
-
-    Raises:
-        ValueError: a tag that is not ``O``, ``B-X`` or ``I-X``.
-    """
-    iob2 = iob1_to_iob2(tags)
-    out: list[str] = []
-    prev_kind = ""
-    for tag in iob2:
-        prefix, kind = split_tag(tag)
-        if prefix == "B" and prev_kind != kind:
-            out.append(f"I-{kind}")
-        else:
-            out.append(tag)
-        prev_kind = kind
-    return out
-
-
-def iob_to_bioes(tags: Sequence[str]) -> list[str]:
-    """Convert IOB1 or IOB2 tags to BIOES.
-
-    The input is first read as conlleval reads it (:func:`iob1_to_iob2`); then a chunk of
-    one token becomes ``S-X``, and a longer one ``B-X I-X ... E-X``.
-
-    Raises:
-        ValueError: a tag that is not ``O``, ``B-X`` or ``I-X``.
-    """
-    iob2 = iob1_to_iob2(tags)
-    out: list[str] = []
-    for i, tag in enumerate(iob2):
-        if tag == "O":
-            out.append(tag)
-            continue
-        prefix, kind = split_tag(tag)
-        continues = i + 1 < len(iob2) and iob2[i + 1] == f"I-{kind}"
-        if prefix == "B":
-            out.append(f"B-{kind}" if continues else f"S-{kind}")
-        else:
-            out.append(f"I-{kind}" if continues else f"E-{kind}")
-    return out
-
-
-def bioes_to_iob(tags: Sequence[str]) -> list[str]:
-    """Convert BIOES tags to IOB2 (``S-X`` -> ``B-X``, ``E-X`` -> ``I-X``).
-
-    This is also the mapping to apply before scoring BIOES output with conlleval.
-
-    Raises:
-        ValueError: a tag that is not ``O`` or ``B/I/E/S-X``.
-    """
-    out: list[str] = []
-    for i, tag in enumerate(tags):
-        prefix, kind = _check_tag(tag, "BIES", f"bioes_to_iob: position {i}")
-        if prefix == "S":
-            out.append(f"B-{kind}")
-        elif prefix == "E":
-            out.append(f"I-{kind}")
-        else:
-            out.append(tag)
-    return out
-
-
-def convert_tags(tags: Sequence[str], source: str, target: str) -> list[str]:
-    """Convert a tag sequence between ``"iob1"``, ``"iob2"`` and ``"bioes"``.
-
-    Raises:
-        ValueError: an unknown scheme name or a tag invalid for ``source``.
-    """
-    for name, value in (("source", source), ("target", target)):
-        if value not in SCHEMES:
-            raise ValueError(f"convert_tags: {name} must be one of {SCHEMES}, got {value!r}")
-    if source == "bioes":
-        iob2 = bioes_to_iob(tags)
-    else:
-        iob2 = iob1_to_iob2(tags)
-    if target == "iob2":
-        return iob2
-    if target == "iob1":
-        return iob2_to_iob1(iob2)
-    return iob_to_bioes(iob2)
-
-
-def bioes_labels(types: Sequence[str] = CONLL2003_TYPES) -> list[str]:
-    """The fixed BIOES label order: ``O`` first, then ``B, I, E, S`` for each type.
-
-    For CoNLL-2003: ``O, B-PER, I-PER, E-PER, S-PER, B-LOC, ..., S-MISC`` (17 labels).
-    """
-    return ["O"] + [f"{prefix}-{kind}" for kind in types for prefix in "BIES"]
 
 
 # ----------------------------------------------------------------------------- CoNLL-2003

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from .. import decode, metrics
 from ..data import Prepared
-from ..evaluate import iterate
+from ..evaluate import SentenceRecords, iterate, score_ids
 
 __all__ = ["GD_ITERATIONS", "GD_LEARNING_RATES", "GDRuns", "run_gd_grid", "sentence_scores",
            "Selection", "oracle", "dev_tuned", "fixed", "viterbi_outputs"]
@@ -81,9 +81,8 @@ def run_gd_grid(model, p: Prepared, split: str, *, lrs: Sequence[float] = GD_LEA
     n_max = iterations[-1]
     S = len(encoded)
     runs = GDRuns(list(lrs), iterations)
-    labels = {(i, n): [None] * S for i in range(len(lrs)) for n in iterations}
-    energy = {key: np.zeros(S) for key in labels}
-    relaxed = {key: np.zeros(S) for key in labels}
+    recs = {(i, n): SentenceRecords(S, ("energy", "relaxed"))
+            for i in range(len(lrs)) for n in iterations}
     seconds = {i: {n: 0.0 for n in iterations} for i in range(len(lrs))}
     model.eval()
     batches = list(iterate(encoded, batch_size, device))
@@ -91,24 +90,20 @@ def run_gd_grid(model, p: Prepared, split: str, *, lrs: Sequence[float] = GD_LEA
                disable=not progress, leave=False, dynamic_ncols=True)
     for bi, batch in enumerate(batches):
         e = model.energy(batch).detach()
-        rows = batch.indices.tolist()
-        lens = batch.lengths.tolist()
         for i, lr in enumerate(lrs):
             gen = torch.Generator(device=e.emissions.device).manual_seed(seed * 100003 + bi)
             res = decode.gradient_descent(e, iterations=n_max, lr=lr, generator=gen,
                                           record_at=iterations)
             for n in iterations:
                 lab = res.labels_at[n]
-                disc = e.energy(lab).cpu().numpy()
-                rel = res.energies[n].cpu().numpy()
-                for r, s in enumerate(rows):
-                    labels[(i, n)][s] = lab[r, : lens[r]].tolist()
-                    energy[(i, n)][s] = disc[r]
-                    relaxed[(i, n)][s] = rel[r]
+                recs[(i, n)].add(batch, lab, energy=e.energy(lab), relaxed=res.energies[n])
                 seconds[i][n] += res.seconds_at[n]
             bar.update(1)
     bar.close()
-    runs.labels, runs.energy, runs.relaxed, runs.seconds = labels, energy, relaxed, seconds
+    runs.labels = {key: r.labels for key, r in recs.items()}
+    runs.energy = {key: r.values["energy"] for key, r in recs.items()}
+    runs.relaxed = {key: r.values["relaxed"] for key, r in recs.items()}
+    runs.seconds = seconds
     return runs
 
 
@@ -153,8 +148,6 @@ class Selection:
 
 def _select(runs: GDRuns, p: Prepared, split: str, keys: Sequence[Key],
             per_sentence: bool) -> Selection:
-    from ..evaluate import score_ids
-
     S = len(runs.energy[keys[0]])
     if per_sentence:
         scores = {k: sentence_scores(p, split, runs.labels[k]) for k in keys}
@@ -183,8 +176,6 @@ def fixed(runs: GDRuns, p: Prepared, split: str, key: Key) -> Selection:
 
 def dev_tuned(dev_runs: GDRuns, p: Prepared, n: Optional[int] = None) -> Tuple[Key, float]:
     """The (lr index, N) with the best dev corpus score (N fixed when given)."""
-    from ..evaluate import score_ids
-
     ns = dev_runs.iterations if n is None else [n]
     best, best_score = None, -math.inf
     for m in ns:
@@ -204,18 +195,12 @@ def viterbi_outputs(model, p: Prepared, split: str, batch_size: int = 64, device
         wall seconds of the feature network plus Viterbi, bookkeeping excluded).
     """
     encoded = p.encoded[split]
-    S = len(encoded)
-    labels: List[List[int]] = [None] * S  # type: ignore[list-item]
-    energy, gold = np.zeros(S), np.zeros(S)
+    rec = SentenceRecords(len(encoded), ("energy", "gold"))
     seconds = 0.0
     for batch in iterate(encoded, batch_size, device):
         start = time.perf_counter()
         e = model.energy(batch).detach()
         res = decode.viterbi(e)
         seconds += time.perf_counter() - start
-        ge = e.energy(batch.tags).cpu().numpy()
-        for r, s in enumerate(batch.indices.tolist()):
-            labels[s] = res.labels[r, : batch.lengths[r]].tolist()
-            energy[s] = float(res.energy[r])
-            gold[s] = ge[r]
-    return labels, energy, gold, seconds
+        rec.add(batch, res.labels, energy=res.energy, gold=e.energy(batch.tags))
+    return rec.labels, rec.values["energy"], rec.values["gold"], seconds

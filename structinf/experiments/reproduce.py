@@ -17,7 +17,6 @@ go to ``results/quick-twitter-pos`` and are a smoke test, not the study.
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import logging
@@ -32,31 +31,18 @@ from tqdm.auto import tqdm
 
 from .. import decode
 from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic
-from ..data import load_task
+from ..data import Prepared, load_task, prepare
 from ..data.tasks import TaskData
 from ..decode.networks import instance_tailored_trajectory, warm_start_logits
-from ..train import train_infnet
-from ..data import Prepared, prepare
-from ..train import energy_train_config, train_energy
-from ..evaluate import iterate, score_ids
-from ..train import TrainConfig, epochs_since_best
+from ..evaluate import SentenceRecords, iterate, score_ids
+from ..train import TrainConfig, energy_train_config, epochs_since_best, train_energy, train_infnet
 from . import gd_study
+from .naming import ARCHS, PLUS_ARCH
 from .report import Report
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DESCRIPTION", "Plan", "make_plan", "Study", "add_arguments", "run"]
-
-DESCRIPTION = (
-    "Run the study of 'Benchmarking Approximate Inference Methods for Neural Structured "
-    "Prediction' for one task: train the BLSTM-CRF(+) energies, local baselines and inference "
-    "networks that are missing, evaluate Viterbi, gradient descent (oracle- and dev-tuned), "
-    "inference networks, instance tailoring and warm starts on the same energies, and write "
-    "Tables 1, 2, 4, 5, 6, the perplexity correlations and Figures 1 and 2. Resumable. With no "
-    "arguments: a quick version on the shipped Twitter POS data.")
-
-#: The inference-network architecture of Tables 4 and 6 for each task (paper Table 4).
-PLUS_ARCH = {"twitter-pos": "cnn", "conll2003": "seq2seq", "ewt-large": "blstm"}
+__all__ = ["Plan", "make_plan", "Study", "run"]
 
 
 @dataclass
@@ -72,7 +58,7 @@ class Plan:
     infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
                                                             patience=5))
     infnet_train_plus: Optional[Dict] = None   # None: as infnet_train
-    archs: Tuple[str, ...] = ("cnn", "blstm", "seq2seq")
+    archs: Tuple[str, ...] = ARCHS
     hidden: int = 100
     hidden_sweep: Tuple[int, ...] = (50, 100, 200)
     lambdas: Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
@@ -304,9 +290,7 @@ class Study:
     @torch.no_grad()
     def _network_eval(self, model, energy_model, split: str) -> dict:
         bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
-        S = len(self.p.encoded[split])
-        labels: List[List[int]] = [None] * S  # type: ignore[list-item]
-        disc, rel = np.zeros(S), np.zeros(S)
+        rec = SentenceRecords(len(self.p.encoded[split]), ("energy", "relaxed"))
         seconds = 0.0
         for batch in iterate(self.p.encoded[split], bs, self.device):
             start = time.perf_counter()
@@ -315,11 +299,9 @@ class Study:
             seconds += time.perf_counter() - start
             e = energy_model.energy(batch).detach()
             res = decode.network_result(logits, batch.lengths, e)
-            for r, s in enumerate(batch.indices.tolist()):
-                labels[s] = pred[r, : batch.lengths[r]].tolist()
-                disc[s] = float(res.energy[r])
-                rel[s] = float(res.relaxed_energy[r])
-        return {"score": score_ids(self.p, split, labels), "avg_energy": float(disc.mean()),
+            rec.add(batch, pred, energy=res.energy, relaxed=res.relaxed_energy)
+        disc, rel = rec.values["energy"], rec.values["relaxed"]
+        return {"score": score_ids(self.p, split, rec.labels), "avg_energy": float(disc.mean()),
                 "avg_relaxed_energy": float(rel.mean()), "seconds": seconds,
                 "energies": disc.tolist()}
 
@@ -417,10 +399,8 @@ class Study:
             net = self._load(net_name)
             energy_model, _ = self.energy(plus)
             bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
-            S = len(self.p.encoded[split])
-            labels = {n: [None] * S for n in ns}
-            disc = {n: np.zeros(S) for n in ns}
-            rel = {n: np.zeros(S) for n in ns}
+            recs = {n: SentenceRecords(len(self.p.encoded[split]), ("energy", "relaxed"))
+                    for n in ns}
             seconds = {n: 0.0 for n in ns}
             for batch in iterate(self.p.encoded[split], bs, self.device):
                 start = time.perf_counter()
@@ -447,14 +427,12 @@ class Study:
                             lab = out
                             de = e.energy(lab)
                             re_ = de  # the relaxed energy at N is not kept for warm starts
-                    for row, s in enumerate(batch.indices.tolist()):
-                        labels[n][s] = lab[row, : batch.lengths[row]].tolist()
-                        disc[n][s] = float(de[row])
-                        rel[n][s] = float(re_[row])
-            return {n: {"score": score_ids(self.p, split, labels[n]),
-                        "avg_energy": float(disc[n].mean()),
-                        "avg_relaxed_energy": float(rel[n].mean()),
-                        "seconds": seconds[n], "energies": disc[n].tolist()} for n in ns}
+                    recs[n].add(batch, lab, energy=de, relaxed=re_)
+            return {n: {"score": score_ids(self.p, split, recs[n].labels),
+                        "avg_energy": float(recs[n].values["energy"].mean()),
+                        "avg_relaxed_energy": float(recs[n].values["relaxed"].mean()),
+                        "seconds": seconds[n], "energies": recs[n].values["energy"].tolist()}
+                    for n in ns}
 
         def compute() -> dict:
             self._say(f"{'instance tailoring' if kind == 'tailor' else 'warm starts'} "
@@ -571,25 +549,6 @@ class Study:
         report.write_index()
         return self.results
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", choices=("twitter-pos", "conll2003", "ewt-large"), default=None,
-                   help="the task (default: the quick study on Twitter POS)")
-    p.add_argument("--quick", action="store_true",
-                   help="small models, few epochs, a reduced grid (the default without --task)")
-    p.add_argument("--results", type=Path, default=None,
-                   help="results folder (default: results/<task>, or results/quick-<task>)")
-    p.add_argument("--runs", type=Path, default=None,
-                   help="checkpoint folder (default: runs/<task> or runs/quick-<task>)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
-                        "or ../shared/data beside the checkout)")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (use 1 when other work shares the cores)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=run)
 
 
 def run(args) -> int:

@@ -34,7 +34,6 @@ fixed N, seq2seq one decoder step per position).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import statistics
@@ -49,7 +48,7 @@ from torch import Tensor, nn
 
 from .. import decode
 from ..io import CheckpointError, load_checkpoint, read_checkpoint_meta, write_json_atomic
-from ..data import Batch
+from ..data import Batch, Prepared, prepare, prepare_from_extra
 from ..decode.networks import instance_tailored_logits
 from ..models import (
     BLSTMCRF,
@@ -59,16 +58,16 @@ from ..models import (
     energy_model_config,
     infnet_config,
 )
-from ..data import Prepared, prepare, prepare_from_extra
 from ..evaluate import iterate
 from . import paper
 from .report import md_table
-from .reproduce import PLUS_ARCH, Study
+from .naming import (ARCHS, KERNEL_METHODS, METHODS, PAPER_METHODS, PLUS_ARCH,  # noqa: F401
+                     REFINE_ITERATIONS, TASKS)
+from .reproduce import Study
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "DESCRIPTION",
     "TASKS",
     "ARCHS",
     "REFINE_ITERATIONS",
@@ -90,38 +89,8 @@ __all__ = [
     "measure",
     "format_table3",
     "format_split_table",
-    "add_arguments",
     "run",
 ]
-
-DESCRIPTION = (
-    "Time every inference method of the study end to end (token ids to labels) on a task's "
-    "test set, as in the paper's Table 3: inference networks (CNN, BLSTM, seq2seq), Viterbi "
-    "and gradient descent on the BLSTM-CRF energy, and infnet+, instance tailoring and warm "
-    "starts on the BLSTM-CRF+ energy; examples/second beside the paper's numbers. Uses the "
-    "study's trained models and dev-tuned settings where they exist (results/, runs/), "
-    "otherwise same-shaped untrained models (timing does not depend on the weights), and "
-    "says which.")
-
-#: The study's tasks, in the paper's order (POS, NER, CCG).
-TASKS = ("twitter-pos", "conll2003", "ewt-large")
-
-#: Inference-network architectures of Table 1.
-ARCHS = ("cnn", "blstm", "seq2seq")
-
-#: Iterations of instance tailoring and warm-started gradient descent (Table 6).
-REFINE_ITERATIONS = (3, 5, 10)
-
-#: Every timed method, in table order.
-METHODS = (*ARCHS, "viterbi", "gd", "infnet+",
-           *(f"tailored-{n}" for n in REFINE_ITERATIONS),
-           *(f"warm-{n}" for n in REFINE_ITERATIONS))
-
-#: Methods with a kernel-only callable (feature network timed apart).
-KERNEL_METHODS = ("viterbi", "gd")
-
-#: The columns of the paper's Table 3.
-PAPER_METHODS = (*ARCHS, "viterbi", "gd")
 
 #: Gradient descent without a dev-tuned setting: (iterations, lr).
 DEFAULT_GD = (50, 1.0)
@@ -737,37 +706,6 @@ def prefix_limit(method: str, num_labels: int, batch_size: int, quick: bool = Fa
         return None
     return 100 if quick or batch_size >= 100 else 200
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The options of ``structinf bench``."""
-    p.add_argument("--task", action="append", choices=TASKS, default=None,
-                   help="task to time (repeatable; default: every task whose data is present)")
-    p.add_argument("--batch-size", type=int, action="append", default=None,
-                   help="batch size (repeatable; default: 10, the paper's)")
-    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--method", action="append", choices=METHODS, default=None,
-                   help="method to time (repeatable; default: all)")
-    p.add_argument("--quick", action="store_true",
-                   help="one timed pass per method; the slow methods (instance tailoring, "
-                        "gradient descent at L > 100) on the first 100 test sentences")
-    p.add_argument("--no-prefix", action="store_true",
-                   help="time the slow methods on the whole test set too (default: on its "
-                        "first 200 sentences at batch < 100, 100 at larger batches)")
-    p.add_argument("--repeats", type=int, default=None,
-                   help="timed passes per method (default: 3, or 1 with --quick)")
-    p.add_argument("--limit", type=int, default=None,
-                   help="time every method on the first LIMIT test sentences only")
-    p.add_argument("--json-out", type=Path, default=None, help="write every result as JSON here")
-    p.add_argument("--results", type=Path, default=Path("results"),
-                   help="root of the study's results (default: results)")
-    p.add_argument("--runs", type=Path, default=Path("runs"),
-                   help="root of the study's checkpoints (default: runs)")
-    p.add_argument("--data-dir", default=None,
-                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
-                        "or ../shared/data beside the checkout)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("-v", "--verbose", action="store_true")
-    p.set_defaults(func=run)
 
 
 def record(models: SpeedModels, method: str, batch_size: int, examples: int) -> dict:

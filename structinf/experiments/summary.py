@@ -17,12 +17,11 @@ from typing import Dict, List, Optional
 
 from ..io import write_json_atomic, write_text_atomic
 from . import paper
+from .naming import ARCHS, TASKS
 from .report import md_table
 
 __all__ = ["summarize", "main"]
 
-TASKS = ("twitter-pos", "conll2003", "ewt-large")
-ARCHS = ("cnn", "blstm", "seq2seq")
 
 
 def _load(results: Path, task: str, name: str) -> Optional[dict]:

@@ -1,0 +1,89 @@
+"""The study's subcommands (``structinf reproduce``, ``structinf bench``): their
+options here, their work imported only when they run, so that ``structinf tag``
+never loads the study (or matplotlib)."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+from pathlib import Path
+
+from .naming import METHODS, TASKS
+
+__all__ = ["REPRODUCE_DESCRIPTION", "BENCH_DESCRIPTION", "add_reproduce_arguments",
+           "add_bench_arguments"]
+
+REPRODUCE_DESCRIPTION = (
+    "Run the study of 'Benchmarking Approximate Inference Methods for Neural Structured "
+    "Prediction' for one task: train the BLSTM-CRF(+) energies, local baselines and inference "
+    "networks that are missing, evaluate Viterbi, gradient descent (oracle- and dev-tuned), "
+    "inference networks, instance tailoring and warm starts on the same energies, and write "
+    "Tables 1, 2, 4, 5, 6, the perplexity correlations and Figures 1 and 2. Resumable. With no "
+    "arguments: a quick version on the shipped Twitter POS data.")
+
+BENCH_DESCRIPTION = (
+    "Time every inference method of the study end to end (token ids to labels) on a task's "
+    "test set, as in the paper's Table 3: inference networks (CNN, BLSTM, seq2seq), Viterbi "
+    "and gradient descent on the BLSTM-CRF energy, and infnet+, instance tailoring and warm "
+    "starts on the BLSTM-CRF+ energy; examples/second beside the paper's numbers. Uses the "
+    "study's trained models and dev-tuned settings where they exist (results/, runs/), "
+    "otherwise same-shaped untrained models (timing does not depend on the weights), and "
+    "says which.")
+
+
+def _run(module: str):
+    def run(args) -> int:
+        return importlib.import_module(f"structinf.experiments.{module}").run(args)
+    return run
+
+
+def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="the task (default: the quick study on Twitter POS)")
+    p.add_argument("--quick", action="store_true",
+                   help="small models, few epochs, a reduced grid (the default without --task)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder (default: results/<task>, or results/quick-<task>)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="checkpoint folder (default: runs/<task> or runs/quick-<task>)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
+                        "or ../shared/data beside the checkout)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (use 1 when other work shares the cores)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_run("reproduce"))
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``structinf bench``."""
+    p.add_argument("--task", action="append", choices=TASKS, default=None,
+                   help="task to time (repeatable; default: every task whose data is present)")
+    p.add_argument("--batch-size", type=int, action="append", default=None,
+                   help="batch size (repeatable; default: 10, the paper's)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--method", action="append", choices=METHODS, default=None,
+                   help="method to time (repeatable; default: all)")
+    p.add_argument("--quick", action="store_true",
+                   help="one timed pass per method; the slow methods (instance tailoring, "
+                        "gradient descent at L > 100) on the first 100 test sentences")
+    p.add_argument("--no-prefix", action="store_true",
+                   help="time the slow methods on the whole test set too (default: on its "
+                        "first 200 sentences at batch < 100, 100 at larger batches)")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="timed passes per method (default: 3, or 1 with --quick)")
+    p.add_argument("--limit", type=int, default=None,
+                   help="time every method on the first LIMIT test sentences only")
+    p.add_argument("--json-out", type=Path, default=None, help="write every result as JSON here")
+    p.add_argument("--results", type=Path, default=Path("results"),
+                   help="root of the study's results (default: results)")
+    p.add_argument("--runs", type=Path, default=Path("runs"),
+                   help="root of the study's checkpoints (default: runs)")
+    p.add_argument("--data-dir", default=None,
+                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
+                        "or ../shared/data beside the checkout)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(func=_run("speed"))

@@ -1,0 +1,33 @@
+"""Names the study shares: tasks, architectures, methods and their iteration counts.
+
+A leaf of the experiments (no torch, no matplotlib), so the command line can
+build its parser without loading the study.
+"""
+
+from __future__ import annotations
+
+from ..data.tasks import TASKS as _TASK_SPECS
+from ..models.infnet import ARCHS
+
+__all__ = ["TASKS", "ARCHS", "PLUS_ARCH", "REFINE_ITERATIONS", "METHODS", "KERNEL_METHODS",
+           "PAPER_METHODS"]
+
+#: The study's tasks, in the paper's order (POS, NER, CCG).
+TASKS = tuple(_TASK_SPECS)
+
+#: The inference-network architecture of Tables 4 and 6 for each task (paper Table 4).
+PLUS_ARCH = {"twitter-pos": "cnn", "conll2003": "seq2seq", "ewt-large": "blstm"}
+
+#: Iterations of instance tailoring and warm-started gradient descent (Table 6).
+REFINE_ITERATIONS = (3, 5, 10)
+
+#: Every timed method, in table order.
+METHODS = (*ARCHS, "viterbi", "gd", "infnet+",
+           *(f"tailored-{n}" for n in REFINE_ITERATIONS),
+           *(f"warm-{n}" for n in REFINE_ITERATIONS))
+
+#: Methods with a kernel-only callable (feature network timed apart).
+KERNEL_METHODS = ("viterbi", "gd")
+
+#: The columns of the paper's Table 3.
+PAPER_METHODS = (*ARCHS, "viterbi", "gd")
