@@ -79,6 +79,8 @@ enum class Status : int {
   kNanVelocity,
   kNanLr,
   kNanGradLogZ,
+  kCudaLaunchError,  // a CUDA launch or attribute call failed (see cudaGetLastError)
+  kCudaUnsupported,  // the forced CUDA variant cannot run this problem, or L > 65535
 };
 
 }  // namespace structinf
