@@ -1,5 +1,7 @@
 #include "checks.h"
 
+#include <algorithm>
+#include <cmath>
 #include <sstream>
 
 namespace structinf {
@@ -41,7 +43,8 @@ void check_like(const char* op, const char* name, const at::Tensor& t, at::IntAr
 CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
                            const at::Tensor& transitions, const at::Tensor& start,
                            const at::Tensor& end, const at::Tensor& lengths,
-                           const std::optional<at::Tensor>& allowed) {
+                           const std::optional<at::Tensor>& allowed,
+                           LengthsValues lengths_values) {
   TORCH_CHECK_VALUE(emissions.defined(), "structinf.", op, ": argument 'emissions' is undefined");
   TORCH_CHECK_VALUE(emissions.dim() == 3, "structinf.", op,
                     ": argument 'emissions' must be 3-D (B, T, L), got shape ",
@@ -86,25 +89,48 @@ CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
   c.end = end.contiguous();
   c.lengths = lengths.scalar_type() == at::kLong ? lengths.contiguous()
                                                  : lengths.to(at::kLong).contiguous();
-  if (c.B > 0) {
-    int64_t lo = 0, hi = 0;
-    if (c.lengths.is_cpu()) {
-      const int64_t* len = c.lengths.data_ptr<int64_t>();
-      lo = hi = len[0];
-      for (int64_t b = 1; b < c.B; ++b) {
-        lo = std::min(lo, len[b]);
-        hi = std::max(hi, len[b]);
-      }
-    } else {
-      const auto mm = at::aminmax(c.lengths);
-      lo = std::get<0>(mm).item<int64_t>();
-      hi = std::get<1>(mm).item<int64_t>();
-    }
-    TORCH_CHECK_VALUE(lo >= 1 && hi <= c.T, "structinf.", op,
-                      ": argument 'lengths' must satisfy 1 <= lengths[b] <= T = ", c.T,
-                      ", got values in [", lo, ", ", hi, "]");
-  }
+  if (lengths_values == LengthsValues::kCheckHere) check_lengths_range(op, c.lengths, c.T);
   return c;
+}
+
+void check_lengths_range(const char* op, const at::Tensor& lengths, int64_t T) {
+  const int64_t B = lengths.numel();
+  if (B == 0) return;
+  int64_t lo = 0, hi = 0;
+  if (lengths.is_cpu()) {
+    const int64_t* len = lengths.data_ptr<int64_t>();
+    lo = hi = len[0];
+    for (int64_t b = 1; b < B; ++b) {
+      lo = std::min(lo, len[b]);
+      hi = std::max(hi, len[b]);
+    }
+  } else {
+    const auto mm = at::aminmax(lengths);
+    lo = std::get<0>(mm).item<int64_t>();
+    hi = std::get<1>(mm).item<int64_t>();
+  }
+  TORCH_CHECK_VALUE(lo >= 1 && hi <= T, "structinf.", op,
+                    ": argument 'lengths' must satisfy 1 <= lengths[b] <= T = ", T,
+                    ", got values in [", lo, ", ", hi, "]");
+}
+
+void check_relaxed_args(const char* op, const CheckedEnergy& c, const at::Tensor& logits,
+                        const at::Tensor& velocity, const at::Tensor& lr, double momentum,
+                        int64_t steps) {
+  check_like(op, "logits", logits, {c.B, c.T, c.L}, c.emissions);
+  check_like(op, "velocity", velocity, {c.B, c.T, c.L}, c.emissions);
+  TORCH_CHECK_VALUE(lr.dim() == 1 && lr.size(0) == c.B, "structinf.", op,
+                    ": argument 'lr' must have shape (B,) = (", c.B, ",), got ", lr.sizes());
+  TORCH_CHECK_TYPE(at::isFloatingType(lr.scalar_type()), "structinf.", op,
+                   ": argument 'lr' must be a floating tensor, got ", lr.scalar_type());
+  TORCH_CHECK_VALUE(lr.device() == c.emissions.device(), "structinf.", op,
+                    ": argument 'lr' is on ", lr.device(), " but emissions is on ",
+                    c.emissions.device());
+  TORCH_CHECK_VALUE(std::isfinite(momentum), "structinf.", op,
+                    ": argument 'momentum' must be finite, got ", momentum);
+  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", steps);
+  TORCH_CHECK_VALUE(!logits.is_same(velocity) && !logits.is_alias_of(velocity), "structinf.", op,
+                    ": arguments 'logits' and 'velocity' must not share memory");
 }
 
 void raise_status(const char* op, Status status) {
@@ -147,6 +173,10 @@ void raise_status(const char* op, Status status) {
                         "unchanged)");
     case Status::kNanGradLogZ:
       TORCH_CHECK_VALUE(false, "structinf.", op, ": the incoming gradient contains NaN");
+    case Status::kCudaLaunchError:
+      TORCH_CHECK(false, "structinf.", op, ": a CUDA kernel launch failed");
+    case Status::kCudaUnsupported:
+      TORCH_CHECK_VALUE(false, "structinf.", op, ": the CUDA kernels cannot run this problem");
   }
   TORCH_CHECK(false, "structinf.", op, ": unknown kernel status ", static_cast<int>(status));
 }

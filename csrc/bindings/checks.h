@@ -12,6 +12,13 @@
 
 namespace structinf {
 
+// How check_energy treats the values of lengths (1 <= lengths[b] <= T).
+enum class LengthsValues {
+  kCheckHere,     // read and check them here (for a CUDA tensor that is a host sync)
+  kCallerChecks,  // the caller checks them before any kernel reads them (the CUDA
+                  // binding does, in its one device-side validation pass)
+};
+
 // The energy tuple of one call, made contiguous and validated.
 struct CheckedEnergy {
   at::Tensor emissions, transitions, start, end, lengths;
@@ -22,12 +29,25 @@ struct CheckedEnergy {
 // Validates (emissions (B,T,L), transitions (L,L), start (L,), end (L,),
 // lengths (B,) integer, allowed (L,L) bool or none) for op `op`:
 // ranks, sizes, dtypes (float32 / float64 on the CPU, plus float16 /
-// bfloat16 on CUDA), one device for all, 1 <= lengths[b] <= T.
+// bfloat16 on CUDA), one device for all, 1 <= lengths[b] <= T (unless
+// `lengths_values` leaves that to the caller).
 // Raises ValueError / TypeError naming the argument.
 CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
                            const at::Tensor& transitions, const at::Tensor& start,
                            const at::Tensor& end, const at::Tensor& lengths,
-                           const std::optional<at::Tensor>& allowed);
+                           const std::optional<at::Tensor>& allowed,
+                           LengthsValues lengths_values = LengthsValues::kCheckHere);
+
+// Raises ValueError unless 1 <= lengths[b] <= T for every b; `lengths` is
+// (B,) int64 contiguous on any device (read back to the host if not the CPU).
+void check_lengths_range(const char* op, const at::Tensor& lengths, int64_t T);
+
+// The arguments of relaxed_energy_step_ beyond the energy tuple: logits and
+// velocity (B, T, L) like emissions and not sharing memory, lr (B,) floating on
+// the same device, finite momentum, steps >= 1.
+void check_relaxed_args(const char* op, const CheckedEnergy& c, const at::Tensor& logits,
+                        const at::Tensor& velocity, const at::Tensor& lr, double momentum,
+                        int64_t steps);
 
 // Checks that `t` has exactly `sizes`, the dtype and the device of `like`.
 void check_like(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef sizes,

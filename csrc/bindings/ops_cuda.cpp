@@ -1,0 +1,351 @@
+// CUDA implementations of the structinf ops, mirroring ops_cpu.cpp: check
+// (the same checker, so the same errors), fill a params struct, launch the
+// torch-free kernels of csrc/kernels/cuda on the current stream of the
+// tensors' device. Compiled only into a CUDA build (setup.py); the binding has
+// no device code of its own, so it is plain C++; it includes only c10's CUDA
+// headers (not ATen/cuda/CUDAContext.h, which needs the cuBLAS / cuSPARSE
+// headers that a bare nvcc toolkit lacks).
+//
+// Host synchronisation. The kernels never synchronise; this binding does, to
+// validate inputs, exactly as follows:
+// - viterbi, crf_forward_backward, crf_forward_backward_backward: one sync
+//   per call, before the launch. One device-side pass (checks_cuda.cu) checks
+//   1 <= lengths[b] <= T (a kernel reading a longer length would read out of
+//   bounds, so this must be known before launching) and the NaN / infinity
+//   rules of the CPU kernels, and its one flag word is read back. Copying
+//   lengths to the host instead would also be one sync, but would leave the
+//   NaN checks needing another.
+// - relaxed_energy_step_: that sync, and a second after the launch, to learn
+//   whether some step's energy was not finite (logits overflowed: the CPU
+//   kernels raise, and so does this; the kernel stops such a sequence there).
+// - Empty batches (B = 0) launch nothing and never synchronise.
+// Outputs stay on the device; nothing else is copied back.
+//
+// Where the CPU kernels skip a sequence with bad values and update the others
+// before raising, this binding raises before launching: on bad input nothing
+// is written (logits and velocity of relaxed_energy_step_ stay as they were).
+//
+// Half precision (the current path): float16 / bfloat16 inputs are converted to
+// float32 here, the float32 kernels run, and the outputs are cast back to the
+// input dtype (relaxed_energy_step_ writes its float32 logits and velocity back
+// into the caller's half tensors). The kernels have no half instantiations, so
+// accumulation is float32 throughout and half inputs cost one conversion pass.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#include <torch/library.h>
+
+#include <initializer_list>
+#include <tuple>
+
+#include "../kernels/cuda/api.h"
+#include "checks.h"
+#include "checks_cuda.h"
+
+namespace structinf {
+namespace {
+
+using at::Tensor;
+using cuda_checks::Bad;
+using cuda_checks::CheckParams;
+
+// Labels the kernels index with 16 bits (api.h: kCudaUnsupported above this).
+constexpr int64_t kMaxLabels = 65535;
+
+// Per-op checks beyond check_energy: the tensors are on a CUDA device (a CPU
+// tensor mixed in was already named by check_energy), and L fits the kernels.
+void check_cuda(const char* op, const CheckedEnergy& c) {
+  TORCH_CHECK_VALUE(c.emissions.is_cuda(), "structinf.", op,
+                    ": argument 'emissions' must be a CUDA tensor here, got one on ",
+                    c.emissions.device());
+  TORCH_CHECK_VALUE(c.L <= kMaxLabels, "structinf.", op, ": argument 'emissions' has L = ", c.L,
+                    " labels; the CUDA kernels support at most ", kMaxLabels);
+}
+
+// The kernels' dtype for inputs of dtype `st` (half types run in float32).
+at::ScalarType compute_type(at::ScalarType st) {
+  return (st == at::kHalf || st == at::kBFloat16) ? at::kFloat : st;
+}
+
+// `t` (contiguous) in dtype `ct`, contiguous.
+Tensor as_type(const Tensor& t, at::ScalarType ct) {
+  return t.scalar_type() == ct ? t : t.to(ct).contiguous();
+}
+
+CheckedEnergy in_compute_type(const CheckedEnergy& c, at::ScalarType ct) {
+  CheckedEnergy e = c;
+  e.emissions = as_type(c.emissions, ct);
+  e.transitions = as_type(c.transitions, ct);
+  e.start = as_type(c.start, ct);
+  e.end = as_type(c.end, ct);
+  return e;
+}
+
+template <typename T>
+CheckParams<T> energy_checks(const CheckedEnergy& e, Bad emissions_bad, Bad scores_bad) {
+  CheckParams<T> p;
+  p.B = e.B;
+  p.T = e.T;
+  p.L = e.L;
+  p.lengths = e.lengths.data_ptr<int64_t>();
+  p.emissions = e.emissions.data_ptr<T>();
+  p.emissions_bad = emissions_bad;
+  p.transitions = e.transitions.data_ptr<T>();
+  p.start = e.start.data_ptr<T>();
+  p.end = e.end.data_ptr<T>();
+  p.scores_bad = scores_bad;
+  return p;
+}
+
+// Runs the device-side check and reads its flag word back: the host sync of
+// the op (memcpy_and_sync honours torch.cuda.set_sync_debug_mode).
+template <typename T>
+unsigned run_checks(CheckParams<T> p, const Tensor& like, cudaStream_t stream) {
+  const Tensor flags = at::empty({1}, like.options().dtype(at::kInt));
+  p.flags = reinterpret_cast<unsigned*>(flags.data_ptr<int>());
+  C10_CUDA_CHECK(cudaMemsetAsync(p.flags, 0, sizeof(unsigned), stream));
+  C10_CUDA_CHECK(cuda_checks::launch_check(p, stream));
+  unsigned host = 0;
+  c10::cuda::memcpy_and_sync(&host, p.flags, sizeof(unsigned), cudaMemcpyDeviceToHost, stream);
+  return host;
+}
+
+struct FlagStatus {
+  unsigned flag;
+  Status status;
+};
+
+// Raises for the first bad argument, lengths first (as check_energy does on
+// the CPU), then in `order`, the CPU kernels' order for this op, with the CPU
+// kernels' messages.
+void raise_flags(const char* op, unsigned flags, const CheckedEnergy& c,
+                 std::initializer_list<FlagStatus> order) {
+  if (flags == 0) return;
+  if (flags & cuda_checks::kLengths) check_lengths_range(op, c.lengths, c.T);
+  for (const FlagStatus& fs : order)
+    if (flags & fs.flag) raise_status(op, fs.status);
+  TORCH_CHECK(false, "structinf.", op, ": input check failed (flags ", flags, ")");
+}
+
+// Turns a launcher's status into an exception, then catches any launch error
+// the launcher did not report.
+void raise_launch(const char* op, Status status, const CheckedEnergy& c) {
+  if (status == Status::kCudaLaunchError) {
+    const cudaError_t err = cudaGetLastError();
+    TORCH_CHECK(false, "structinf.", op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
+  }
+  TORCH_CHECK_VALUE(status != Status::kCudaUnsupported, "structinf.", op,
+                    ": the CUDA kernels cannot run this problem (argument 'emissions' has shape (",
+                    c.B, ", ", c.T, ", ", c.L, "))");
+  raise_status(op, status);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// Scratch from torch's caching allocator, on the current stream. Freed when
+// the tensor goes out of scope: the allocator reuses it only for work queued
+// later on the same stream, so the kernels using it have finished by then.
+Tensor workspace(size_t bytes, const Tensor& like) {
+  return at::empty({static_cast<int64_t>(bytes)}, like.options().dtype(at::kByte));
+}
+
+void* data_or_null(const Tensor& t) { return t.numel() > 0 ? t.data_ptr() : nullptr; }
+
+std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& transitions,
+                                        const Tensor& start, const Tensor& end,
+                                        const Tensor& lengths, int64_t k,
+                                        const std::optional<Tensor>& allowed) {
+  const char* op = "viterbi";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed,
+                                       LengthsValues::kCallerChecks);
+  check_cuda(op, c);
+  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", k);
+  const c10::cuda::CUDAGuard guard(emissions.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(emissions.scalar_type());
+  const CheckedEnergy e = in_compute_type(c, ct);
+  Tensor paths = at::empty({c.B, k, c.T}, emissions.options().dtype(at::kLong));
+  Tensor scores = at::empty({c.B, k}, emissions.options().dtype(ct));
+  if (c.B > 0) {
+    AT_DISPATCH_FLOATING_TYPES(ct, "structinf_viterbi_cuda", [&] {
+      const unsigned flags =
+          run_checks(energy_checks<scalar_t>(e, Bad::kNan, Bad::kNan), emissions, stream);
+      raise_flags(op, flags, c,
+                  {{cuda_checks::kTransitions, Status::kNanTransitions},
+                   {cuda_checks::kStart, Status::kNanStart},
+                   {cuda_checks::kEnd, Status::kNanEnd},
+                   {cuda_checks::kEmissions, Status::kNanEmissions}});
+      ViterbiParams<scalar_t> p;
+      p.energy = energy_view<scalar_t>(e);
+      p.k = k;
+      p.paths = paths.data_ptr<int64_t>();
+      p.scores = scores.data_ptr<scalar_t>();
+      const Tensor ws = workspace(cuda::viterbi_workspace_bytes(p), emissions);
+      raise_launch(op, cuda::launch_viterbi(p, data_or_null(ws), stream), c);
+    });
+  }
+  return {paths, scores.to(emissions.scalar_type())};
+}
+
+std::tuple<Tensor, Tensor, Tensor> crf_forward_backward_cuda(
+    const Tensor& emissions, const Tensor& transitions, const Tensor& start, const Tensor& end,
+    const Tensor& lengths, const std::optional<Tensor>& allowed) {
+  const char* op = "crf_forward_backward";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed,
+                                       LengthsValues::kCallerChecks);
+  check_cuda(op, c);
+  const c10::cuda::CUDAGuard guard(emissions.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(emissions.scalar_type());
+  const CheckedEnergy e = in_compute_type(c, ct);
+  const auto opts = emissions.options().dtype(ct);
+  Tensor log_z = at::empty({c.B}, opts);
+  Tensor log_alpha = at::empty({c.B, c.T, c.L}, opts);
+  Tensor log_alpha_shift = at::empty({c.B, c.T}, opts);
+  if (c.B > 0) {
+    AT_DISPATCH_FLOATING_TYPES(ct, "structinf_crf_forward_cuda", [&] {
+      const unsigned flags = run_checks(
+          energy_checks<scalar_t>(e, Bad::kNanOrPosInf, Bad::kNanOrPosInf), emissions, stream);
+      raise_flags(op, flags, c,
+                  {{cuda_checks::kTransitions, Status::kNanTransitions},
+                   {cuda_checks::kStart, Status::kNanStart},
+                   {cuda_checks::kEnd, Status::kNanEnd},
+                   {cuda_checks::kEmissions, Status::kNanEmissions}});
+      CrfForwardParams<scalar_t> p;
+      p.energy = energy_view<scalar_t>(e);
+      p.log_z = log_z.data_ptr<scalar_t>();
+      p.log_alpha = log_alpha.data_ptr<scalar_t>();
+      p.log_alpha_shift = log_alpha_shift.data_ptr<scalar_t>();
+      const Tensor ws = workspace(cuda::crf_forward_workspace_bytes(p), emissions);
+      raise_launch(op, cuda::launch_crf_forward(p, data_or_null(ws), stream), c);
+    });
+  }
+  const at::ScalarType out = emissions.scalar_type();
+  return {log_z.to(out), log_alpha.to(out), log_alpha_shift.to(out)};
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
+    const Tensor& grad_log_z, const Tensor& emissions, const Tensor& transitions,
+    const Tensor& start, const Tensor& end, const Tensor& lengths,
+    const std::optional<Tensor>& allowed, const Tensor& log_z, const Tensor& log_alpha,
+    const Tensor& log_alpha_shift) {
+  const char* op = "crf_forward_backward_backward";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed,
+                                       LengthsValues::kCallerChecks);
+  check_cuda(op, c);
+  check_like(op, "grad_log_z", grad_log_z, {c.B}, emissions);
+  check_like(op, "log_z", log_z, {c.B}, emissions);
+  check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, emissions);
+  check_like(op, "log_alpha_shift", log_alpha_shift, {c.B, c.T}, emissions);
+  const c10::cuda::CUDAGuard guard(emissions.device());
+  if (c.B == 0) {
+    // As on the CPU: no sequences, zero parameter gradients.
+    const auto o = emissions.options();
+    return {at::empty({0, c.T, c.L}, o), at::zeros({c.L, c.L}, o), at::zeros({c.L}, o),
+            at::zeros({c.L}, o)};
+  }
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(emissions.scalar_type());
+  const at::ScalarType out = emissions.scalar_type();
+  const auto opts = emissions.options().dtype(ct);
+  const CheckedEnergy e = in_compute_type(c, ct);
+  const Tensor g = as_type(grad_log_z.contiguous(), ct), lz = as_type(log_z.contiguous(), ct),
+               la = as_type(log_alpha.contiguous(), ct),
+               shift = as_type(log_alpha_shift.contiguous(), ct);
+  Tensor grad_emissions = at::empty({c.B, c.T, c.L}, opts);
+  Tensor grad_transitions = at::empty({c.L, c.L}, opts);
+  Tensor grad_start = at::empty({c.L}, opts);
+  Tensor grad_end = at::empty({c.L}, opts);
+  AT_DISPATCH_FLOATING_TYPES(ct, "structinf_crf_backward_cuda", [&] {
+    CheckParams<scalar_t> chk =
+        energy_checks<scalar_t>(e, Bad::kNotChecked, Bad::kNanOrPosInf);
+    chk.grad_log_z = g.data_ptr<scalar_t>();
+    raise_flags(op, run_checks(chk, emissions, stream), c,
+                {{cuda_checks::kTransitions, Status::kNanTransitions},
+                 {cuda_checks::kStart, Status::kNanStart},
+                 {cuda_checks::kEnd, Status::kNanEnd},
+                 {cuda_checks::kGradLogZ, Status::kNanGradLogZ}});
+    CrfBackwardParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(e);
+    p.grad_log_z = g.data_ptr<scalar_t>();
+    p.log_z = lz.data_ptr<scalar_t>();
+    p.log_alpha = la.data_ptr<scalar_t>();
+    p.log_alpha_shift = shift.data_ptr<scalar_t>();
+    p.grad_emissions = grad_emissions.data_ptr<scalar_t>();
+    p.grad_transitions = grad_transitions.data_ptr<scalar_t>();
+    p.grad_start = grad_start.data_ptr<scalar_t>();
+    p.grad_end = grad_end.data_ptr<scalar_t>();
+    const Tensor ws = workspace(cuda::crf_backward_workspace_bytes(p), emissions);
+    raise_launch(op, cuda::launch_crf_backward(p, data_or_null(ws), stream), c);
+  });
+  return {grad_emissions.to(out), grad_transitions.to(out), grad_start.to(out), grad_end.to(out)};
+}
+
+Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& emissions,
+                                const Tensor& transitions, const Tensor& start, const Tensor& end,
+                                const Tensor& lengths, const Tensor& lr, double momentum,
+                                int64_t steps) {
+  const char* op = "relaxed_energy_step_";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths,
+                                       std::nullopt, LengthsValues::kCallerChecks);
+  check_cuda(op, c);
+  check_relaxed_args(op, c, logits, velocity, lr, momentum, steps);
+  const c10::cuda::CUDAGuard guard(emissions.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(emissions.scalar_type());
+  Tensor energy = at::empty({steps, c.B}, emissions.options().dtype(ct));
+  if (c.B == 0) return energy.to(emissions.scalar_type());
+  const CheckedEnergy e = in_compute_type(c, ct);
+  // Work on contiguous tensors of the compute dtype; copy back only if the
+  // caller's were not those already.
+  Tensor z = as_type(logits.contiguous(), ct), v = as_type(velocity.contiguous(), ct);
+  const Tensor lr_c = lr.to(ct).contiguous();
+  AT_DISPATCH_FLOATING_TYPES(ct, "structinf_relaxed_step_cuda", [&] {
+    CheckParams<scalar_t> chk = energy_checks<scalar_t>(e, Bad::kNan, Bad::kNonFinite);
+    chk.logits = z.data_ptr<scalar_t>();
+    chk.velocity = v.data_ptr<scalar_t>();
+    chk.lr = lr_c.data_ptr<scalar_t>();
+    raise_flags(op, run_checks(chk, emissions, stream), c,
+                {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
+                 {cuda_checks::kStart, Status::kNonFiniteStart},
+                 {cuda_checks::kEnd, Status::kNonFiniteEnd},
+                 {cuda_checks::kLogits, Status::kNanLogits},
+                 {cuda_checks::kVelocity, Status::kNanVelocity},
+                 {cuda_checks::kEmissions, Status::kNanEmissions},
+                 {cuda_checks::kLr, Status::kNanLr}});
+    RelaxedStepParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(e);
+    p.logits = z.data_ptr<scalar_t>();
+    p.velocity = v.data_ptr<scalar_t>();
+    p.lr = lr_c.data_ptr<scalar_t>();
+    p.momentum = static_cast<scalar_t>(momentum);
+    p.steps = steps;
+    p.energy_out = energy.data_ptr<scalar_t>();
+    {
+      const Tensor ws = workspace(cuda::relaxed_energy_step_workspace_bytes(p), emissions);
+      raise_launch(op, cuda::launch_relaxed_energy_step(p, data_or_null(ws), stream), c);
+    }
+    if (!z.is_same(logits)) logits.copy_(z);
+    if (!v.is_same(velocity)) velocity.copy_(v);
+    // A sequence whose energy stopped being finite was stopped there by the
+    // kernel (its later rows of `energy` are unwritten): report it as the CPU does.
+    CheckParams<scalar_t> after;
+    after.energies = energy.data_ptr<scalar_t>();
+    after.n_energies = energy.numel();
+    if (run_checks(after, emissions, stream) & cuda_checks::kEnergies)
+      raise_status(op, Status::kNanLogits);
+  });
+  return energy.to(emissions.scalar_type());
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(structinf, CUDA, m) {
+  m.impl("viterbi", &viterbi_cuda);
+  m.impl("crf_forward_backward", &crf_forward_backward_cuda);
+  m.impl("crf_forward_backward_backward", &crf_forward_backward_backward_cuda);
+  m.impl("relaxed_energy_step_", &relaxed_energy_step_cuda);
+}
+
+}  // namespace structinf
