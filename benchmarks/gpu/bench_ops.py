@@ -124,7 +124,7 @@ def energy(d):
 
 
 def rel_err(a, b):
-    a, b = a.double(), b.double()
+    a, b = a.detach().double(), b.detach().double()
     return float((a - b).norm() / b.norm().clamp_min(1e-30))
 
 
@@ -253,7 +253,7 @@ def render_md(result):
         lines += [f"## {op}", "",
                   "| B | T | L | op | " + " | ".join(f"{b} | speedup" for b in bnames)
                   + " | floor | op / floor | ex/s | check |",
-                  "|---" * (7 + 2 * len(bnames)) + "|"]
+                  "|---" * (8 + 2 * len(bnames)) + "|"]
         for c in rows:
             cells = [str(c["B"]), str(c["T"]), str(c["L"]), f"{c['op_time']['median_ms']:.3f}"]
             for b in bnames:
