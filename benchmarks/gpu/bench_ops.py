@@ -283,6 +283,13 @@ def render_md(result):
     return "\n".join(lines)
 
 
+def write_json(out, result):
+    tmp = os.path.join(out, "bench.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(out, "bench.json"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", required=True)
@@ -295,16 +302,14 @@ def main(argv=None):
               "cases": [], "skipped": []}
     if not torch.cuda.is_available():
         result["skipped"].append("everything: no CUDA device (torch.cuda.is_available() is False)")
-        with open(os.path.join(args.out, "bench.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
         print("bench_ops: no CUDA device, nothing timed")
         return 0
     import structinf.ops  # noqa: F401  (registers torch.ops.structinf)
 
     if not torch.ops.structinf._cuda_built():
         result["skipped"].append("everything: structinf._C was built without the CUDA kernels")
-        with open(os.path.join(args.out, "bench.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        write_json(args.out, result)
         print("bench_ops: structinf built without CUDA kernels")
         return 1
     t_start = time.perf_counter()
@@ -336,9 +341,10 @@ def main(argv=None):
                         torch.cuda.empty_cache()
                         result["skipped"].append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
                         print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
-    result["seconds"] = time.perf_counter() - t_start
-    with open(os.path.join(args.out, "bench.json"), "w") as f:
-        json.dump(result, f, indent=1)
+                    # After every case, so that a run stopped by its timeout keeps what it measured.
+                    result["seconds"] = time.perf_counter() - t_start
+                    write_json(args.out, result)
+    write_json(args.out, result)
     with open(os.path.join(args.out, "bench.md"), "w") as f:
         f.write(render_md(result))
     print(render_md(result))
