@@ -1,9 +1,10 @@
 """Typed wrappers over the compiled ops ``torch.ops.structinf.*``.
 
 The ops are registered in C++ (``TORCH_LIBRARY(structinf, ...)``), with the
-autograd formula of ``crf_forward_backward`` (whose backward is a dedicated
-kernel, ``crf_forward_backward_backward``, not autograd through a loop); this
-module adds their fake (meta) kernels, so they work under ``torch.compile``.
+autograd formulas of ``crf_forward_backward`` and ``relaxed_energy`` (whose
+backwards are dedicated kernels, ``crf_forward_backward_backward`` and
+``relaxed_energy_backward``, not autograd through a loop); this module adds
+their fake (meta) kernels, so they work under ``torch.compile``.
 
 Conventions (the float64 oracles in ``structinf.reference`` define them in code):
 ``emissions: (B, T, L)``, ``transitions: (L, L)`` with ``transitions[i, j]`` the
@@ -44,6 +45,7 @@ __all__ = [
     "log_partition",
     "marginals",
     "relaxed_energy_step_",
+    "relaxed_energy",
     "cpu_isa",
     "cpu_isas",
     "set_cpu_isa",
@@ -117,8 +119,42 @@ if HAS_EXTENSION:
                        transitions=transitions, start=start, end=end, lengths=lengths, lr=lr)
         return emissions.new_empty((steps, emissions.shape[0]))
 
-    # The autograd formula of crf_forward_backward is registered in C++
-    # (csrc/bindings/autograd.cpp): Python-level autograd cost ~0.2 ms a call.
+    def _check_relaxed_energy(input, emissions, transitions, start, end, lengths, probs):
+        name = "probs" if probs else "logits"
+        _check_devices("relaxed_energy", emissions, **{name: input}, transitions=transitions,
+                       start=start, end=end, lengths=lengths)
+        if input.shape != emissions.shape:
+            raise ValueError(
+                f"structinf.relaxed_energy: argument '{name}' must have shape "
+                f"{tuple(emissions.shape)}, got {tuple(input.shape)}"
+            )
+        if input.dtype != emissions.dtype:
+            raise TypeError(
+                f"structinf.relaxed_energy: argument '{name}' must have the dtype of emissions "
+                f"({emissions.dtype}), got {input.dtype}"
+            )
+
+    @torch.library.register_fake("structinf::relaxed_energy")
+    def _relaxed_energy_fake(input, emissions, transitions, start, end, lengths, probs=False):
+        _check_relaxed_energy(input, emissions, transitions, start, end, lengths, probs)
+        return emissions.new_empty((emissions.shape[0],))
+
+    @torch.library.register_fake("structinf::relaxed_energy_and_grad")
+    def _relaxed_energy_and_grad_fake(input, emissions, transitions, start, end, lengths,
+                                      probs=False):
+        _check_relaxed_energy(input, emissions, transitions, start, end, lengths, probs)
+        return (emissions.new_empty((emissions.shape[0],)), torch.empty_like(emissions),
+                torch.empty_like(emissions))
+
+    @torch.library.register_fake("structinf::relaxed_energy_backward")
+    def _relaxed_energy_backward_fake(grad_energy, p, input_grad, lengths, output_mask):
+        L = p.shape[-1]
+        return (torch.empty_like(p), torch.empty_like(p), p.new_empty((L, L)), p.new_empty((L,)),
+                p.new_empty((L,)))
+
+    # The autograd formulas of crf_forward_backward and relaxed_energy are
+    # registered in C++ (csrc/bindings/autograd.cpp): Python-level autograd
+    # cost ~0.2 ms a call.
 
 
 # --------------------------------------------------------------------------- #
@@ -278,6 +314,51 @@ def relaxed_energy_step_(
         logits, velocity, emissions, transitions, start, end, lengths, lr, momentum)
         for _ in range(steps)]
     return energies[0] if steps == 1 else torch.stack(energies)
+
+
+def relaxed_energy(
+    logits_or_probs: Tensor,
+    emissions: Tensor,
+    transitions: Tensor,
+    start: Tensor,
+    end: Tensor,
+    lengths: Tensor,
+    *,
+    probs: bool = False,
+) -> Tensor:
+    """Relaxed energy ``E(p) = -score(p)`` per sequence, differentiable.
+
+    ``p[b, t] = softmax(logits_or_probs[b, t])``, or ``p = logits_or_probs``
+    when ``probs=True``; ``score(p) = sum_t p_t . e_t + sum_{t>=1} p_{t-1}^T W p_t
+    + start . p_0 + end . p_{n-1}``, padding positions ignored. This is the
+    energy of a relaxed output: inference-network training ``E(x, A(x))``,
+    instance tailoring.
+
+    Gradients w.r.t. ``logits_or_probs`` (through the softmax unless
+    ``probs``), emissions, transitions, start and end, zero at padding. A
+    call that needs them computes them in its forward kernel, per sequence
+    while its rows are in cache; the backward only scales them by the
+    incoming gradient (and forms the transition gradient when transitions
+    require one). A second derivative raises.
+
+    Args:
+        logits_or_probs: (B, T, L) float, the dtype of emissions; finite (logits
+            may hold -inf, but not a whole row of it).
+        emissions: (B, T, L). transitions: (L, L). start, end: (L,); all finite.
+        lengths: (B,) int64.
+        probs: the first argument holds probabilities (any finite values)
+            rather than logits.
+
+    Returns:
+        energy: (B,), the dtype of emissions.
+    """
+    if HAS_EXTENSION:
+        return _ops.relaxed_energy.default(
+            logits_or_probs, emissions, transitions, start, end, lengths, probs
+        )
+    _warn_fallback()
+    p = logits_or_probs if probs else torch.softmax(logits_or_probs, dim=-1)
+    return torch_ops.relaxed_energy_vectorized(emissions, transitions, start, end, lengths, p)
 
 
 def cpu_isa() -> str:

@@ -177,6 +177,17 @@ void raise_status(const char* op, Status status) {
       TORCH_CHECK(false, "structinf.", op, ": a CUDA kernel launch failed");
     case Status::kCudaUnsupported:
       TORCH_CHECK_VALUE(false, "structinf.", op, ": the CUDA kernels cannot run this problem");
+    case Status::kNonFiniteEmissions:
+      TORCH_CHECK_VALUE(false, "structinf.", op,
+                        ": argument 'emissions' must be finite at non-padding positions for the "
+                        "relaxed energy");
+    case Status::kNonFiniteLogits:
+      TORCH_CHECK_VALUE(false, "structinf.", op,
+                        ": argument 'logits' contains NaN or +inf, or a row of only -inf, at a "
+                        "non-padding position");
+    case Status::kNonFiniteProbs:
+      TORCH_CHECK_VALUE(false, "structinf.", op,
+                        ": argument 'probs' must be finite at non-padding positions");
   }
   TORCH_CHECK(false, "structinf.", op, ": unknown kernel status ", static_cast<int>(status));
 }

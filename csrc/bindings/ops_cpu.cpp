@@ -4,6 +4,7 @@
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
+#include <array>
 #include <tuple>
 
 #include "../kernels/cpu/api.h"
@@ -147,6 +148,105 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
   return energy;
 }
 
+// relaxed_energy and relaxed_energy_and_grad (errors name the op the user
+// called, relaxed_energy, and the input by its mode: 'logits' or 'probs').
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_energy_run(
+    const at::Tensor& input, const at::Tensor& emissions, const at::Tensor& transitions,
+    const at::Tensor& start, const at::Tensor& end, const at::Tensor& lengths, bool probs,
+    bool with_grad) {
+  const char* op = "relaxed_energy";
+  const CheckedEnergy c =
+      check_energy(op, emissions, transitions, start, end, lengths, std::nullopt);
+  check_cpu(op, emissions);
+  check_like(op, probs ? "probs" : "logits", input, {c.B, c.T, c.L}, emissions);
+  const at::Tensor x = input.contiguous();
+  at::Tensor energy = at::empty({c.B}, emissions.options());
+  at::Tensor p_out, input_grad;
+  if (with_grad) {
+    p_out = at::empty({c.B, c.T, c.L}, emissions.options());
+    input_grad = at::empty({c.B, c.T, c.L}, emissions.options());
+  }
+  AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_relaxed_energy", [&] {
+    RelaxedEnergyParams<scalar_t> p;
+    p.energy = energy_view<scalar_t>(c);
+    p.input = x.data_ptr<scalar_t>();
+    p.probs = probs;
+    p.energy_out = energy.data_ptr<scalar_t>();
+    if (with_grad) {
+      p.p_out = p_out.data_ptr<scalar_t>();
+      p.input_grad = input_grad.data_ptr<scalar_t>();
+    }
+    raise_status(op, cpu::relaxed_energy_forward(p, torch_exec()));
+  });
+  return {energy, p_out, input_grad};
+}
+
+at::Tensor relaxed_energy_cpu(const at::Tensor& input, const at::Tensor& emissions,
+                              const at::Tensor& transitions, const at::Tensor& start,
+                              const at::Tensor& end, const at::Tensor& lengths, bool probs) {
+  return std::get<0>(
+      relaxed_energy_run(input, emissions, transitions, start, end, lengths, probs, false));
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_energy_and_grad_cpu(
+    const at::Tensor& input, const at::Tensor& emissions, const at::Tensor& transitions,
+    const at::Tensor& start, const at::Tensor& end, const at::Tensor& lengths, bool probs) {
+  return relaxed_energy_run(input, emissions, transitions, start, end, lengths, probs, true);
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor>
+relaxed_energy_backward_cpu(const at::Tensor& grad_energy, const at::Tensor& p,
+                            const at::Tensor& input_grad, const at::Tensor& lengths,
+                            std::array<bool, 5> output_mask) {
+  const char* op = "relaxed_energy_backward";
+  TORCH_CHECK_VALUE(p.defined() && p.dim() == 3, "structinf.", op,
+                    ": argument 'p' must be 3-D (B, T, L), got shape ", p.sizes());
+  TORCH_CHECK_TYPE(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
+                   "structinf.", op, ": argument 'p' must be float32 or float64 on the CPU, got ",
+                   p.scalar_type());
+  const int64_t B = p.size(0), T = p.size(1), L = p.size(2);
+  check_like(op, "input_grad", input_grad, {B, T, L}, p);
+  check_like(op, "grad_energy", grad_energy, {B}, p);
+  TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
+                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", B,
+                    ",), got ", lengths.sizes());
+  TORCH_CHECK_TYPE(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false),
+                   "structinf.", op, ": argument 'lengths' must be an integer tensor, got ",
+                   lengths.scalar_type());
+  TORCH_CHECK_VALUE(lengths.device() == p.device(), "structinf.", op,
+                    ": argument 'lengths' is on ", lengths.device(), " but p is on ", p.device());
+  const at::Tensor lens = lengths.to(at::kLong).contiguous();
+  check_lengths_range(op, lens, T);
+  const at::Tensor g = grad_energy.contiguous(), pc = p.contiguous(), ig = input_grad.contiguous();
+  // Masked gradients are zeros (autograd never asks for them).
+  auto out = [&](bool wanted, at::IntArrayRef sizes) {
+    return wanted ? at::empty(sizes, p.options()) : at::zeros(sizes, p.options());
+  };
+  at::Tensor grad_input = out(output_mask[0], {B, T, L});
+  at::Tensor grad_emissions = out(output_mask[1], {B, T, L});
+  at::Tensor grad_transitions = out(output_mask[2], {L, L});
+  at::Tensor grad_start = out(output_mask[3], {L});
+  at::Tensor grad_end = out(output_mask[4], {L});
+  AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "structinf_relaxed_energy_backward", [&] {
+    RelaxedEnergyBackwardParams<scalar_t> r;
+    r.B = B;
+    r.T = T;
+    r.L = L;
+    r.lengths = lens.data_ptr<int64_t>();
+    r.grad_energy = g.data_ptr<scalar_t>();
+    r.p = pc.data_ptr<scalar_t>();
+    r.input_grad = ig.data_ptr<scalar_t>();
+    auto ptr = [](bool wanted, at::Tensor& t) { return wanted ? t.data_ptr<scalar_t>() : nullptr; };
+    r.grad_input = ptr(output_mask[0], grad_input);
+    r.grad_emissions = ptr(output_mask[1], grad_emissions);
+    r.grad_transitions = ptr(output_mask[2], grad_transitions);
+    r.grad_start = ptr(output_mask[3], grad_start);
+    r.grad_end = ptr(output_mask[4], grad_end);
+    raise_status(op, cpu::relaxed_energy_backward(r, torch_exec()));
+  });
+  return {grad_input, grad_emissions, grad_transitions, grad_start, grad_end};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(structinf, CPU, m) {
@@ -154,6 +254,9 @@ TORCH_LIBRARY_IMPL(structinf, CPU, m) {
   m.impl("crf_forward_backward", &crf_forward_backward_cpu);
   m.impl("crf_forward_backward_backward", &crf_forward_backward_backward_cpu);
   m.impl("relaxed_energy_step_", &relaxed_energy_step_cpu);
+  m.impl("relaxed_energy", &relaxed_energy_cpu);
+  m.impl("relaxed_energy_and_grad", &relaxed_energy_and_grad_cpu);
+  m.impl("relaxed_energy_backward", &relaxed_energy_backward_cpu);
 }
 
 }  // namespace structinf

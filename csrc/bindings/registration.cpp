@@ -40,6 +40,23 @@ TORCH_LIBRARY(structinf, m) {
       "relaxed_energy_step_(Tensor(a!) logits, Tensor(b!) velocity, Tensor emissions, "
       "Tensor transitions, Tensor start, Tensor end, Tensor lengths, Tensor lr, "
       "float momentum=0.9, int steps=1) -> Tensor energy");
+  // The differentiable relaxed energy E(p) of p = softmax(input) per position
+  // (or of p = input when probs). Its autograd forward runs
+  // relaxed_energy_and_grad, which also returns p and dE/dinput at a unit
+  // incoming gradient, so relaxed_energy_backward only scales them (and forms
+  // the transition gradient where output_mask asks for it; masked gradients
+  // are returned as zeros).
+  m.def(
+      "relaxed_energy(Tensor input, Tensor emissions, Tensor transitions, Tensor start, "
+      "Tensor end, Tensor lengths, bool probs=False) -> Tensor energy");
+  m.def(
+      "relaxed_energy_and_grad(Tensor input, Tensor emissions, Tensor transitions, Tensor start, "
+      "Tensor end, Tensor lengths, bool probs=False) -> (Tensor energy, Tensor p, "
+      "Tensor input_grad)");
+  m.def(
+      "relaxed_energy_backward(Tensor grad_energy, Tensor p, Tensor input_grad, Tensor lengths, "
+      "bool[5] output_mask) -> (Tensor grad_input, Tensor grad_emissions, "
+      "Tensor grad_transitions, Tensor grad_start, Tensor grad_end)");
   // Instruction-set controls of the CPU kernels (used by tests and benchmarks).
   m.def("_cpu_isa", &cpu_isa);
   m.def("_cpu_isas", &cpu_isas);

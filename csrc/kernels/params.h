@@ -64,6 +64,36 @@ struct RelaxedStepParams {
   scalar_t* energy_out = nullptr;  // (steps, B) out: relaxed energy before each step
 };
 
+// The relaxed energy E(p) = -score(p) (the differentiable op), with
+// p[b, t] = softmax(input[b, t]) or, when probs is set, p = input.
+template <typename scalar_t>
+struct RelaxedEnergyParams {
+  EnergyView<scalar_t> energy;      // allowed must be nullptr
+  const scalar_t* input = nullptr;  // (B, T, L) logits, or probabilities when probs
+  bool probs = false;
+  scalar_t* energy_out = nullptr;   // (B,) out
+  // What the backward needs, at a unit incoming gradient: both or neither.
+  scalar_t* p_out = nullptr;       // (B, T, L) out: p (0 at padding)
+  scalar_t* input_grad = nullptr;  // (B, T, L) out: dE[b] / d input[b] (0 at padding)
+};
+
+// Gradients of sum_b grad_energy[b] * E[b] from the forward's p and input_grad.
+// A null output pointer skips that gradient.
+template <typename scalar_t>
+struct RelaxedEnergyBackwardParams {
+  int64_t B = 0, T = 0, L = 0;
+  const int64_t* lengths = nullptr;       // (B,), 1 <= lengths[b] <= T (checked by the caller)
+  const scalar_t* grad_energy = nullptr;  // (B,)
+  const scalar_t* p = nullptr;            // (B, T, L) from the forward (padding not read)
+  const scalar_t* input_grad = nullptr;   // (B, T, L) from the forward (padding not read)
+  // With g = grad_energy:
+  scalar_t* grad_input = nullptr;        // (B, T, L) out: g[b] * input_grad (0 at padding)
+  scalar_t* grad_emissions = nullptr;    // (B, T, L) out: -g[b] * p (0 at padding)
+  scalar_t* grad_transitions = nullptr;  // (L, L) out: -sum_b g[b] sum_{t>=1} p_{t-1} p_t^T
+  scalar_t* grad_start = nullptr;        // (L,) out: -sum_b g[b] p_0
+  scalar_t* grad_end = nullptr;          // (L,) out: -sum_b g[b] p_{n-1}
+};
+
 // What a kernel reports back; the binding turns anything but kOk into an
 // exception that names the argument.
 enum class Status : int {
@@ -81,6 +111,9 @@ enum class Status : int {
   kNanGradLogZ,
   kCudaLaunchError,  // a CUDA launch or attribute call failed (see cudaGetLastError)
   kCudaUnsupported,  // the forced CUDA variant cannot run this problem, or L > 65535
+  kNonFiniteEmissions,  // relaxed energy: emissions must be finite (not just non-NaN)
+  kNonFiniteLogits,
+  kNonFiniteProbs,
 };
 
 }  // namespace structinf

@@ -42,6 +42,13 @@ Status crf_backward(const CrfBackwardParams<T>& p, const Exec& exec);
 template <typename T>
 Status relaxed_energy_step(const RelaxedStepParams<T>& p, const Exec& exec);
 
+// The relaxed energy (and, when p.input_grad is set, what its backward needs).
+template <typename T>
+Status relaxed_energy_forward(const RelaxedEnergyParams<T>& p, const Exec& exec);
+
+template <typename T>
+Status relaxed_energy_backward(const RelaxedEnergyBackwardParams<T>& p, const Exec& exec);
+
 // Instruction sets compiled in and usable on this CPU, best first.
 std::vector<std::string> available_isas();
 // The one in use.

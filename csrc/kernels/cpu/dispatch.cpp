@@ -118,12 +118,22 @@ template <typename T>
 Status relaxed_energy_step(const RelaxedStepParams<T>& p, const Exec& exec) {
   return table<T>().relaxed_energy_step(p, exec);
 }
+template <typename T>
+Status relaxed_energy_forward(const RelaxedEnergyParams<T>& p, const Exec& exec) {
+  return table<T>().relaxed_energy_forward(p, exec);
+}
+template <typename T>
+Status relaxed_energy_backward(const RelaxedEnergyBackwardParams<T>& p, const Exec& exec) {
+  return table<T>().relaxed_energy_backward(p, exec);
+}
 
 #define SI_INSTANTIATE(T)                                                   \
   template Status viterbi<T>(const ViterbiParams<T>&, const Exec&);         \
   template Status crf_forward<T>(const CrfForwardParams<T>&, const Exec&);  \
   template Status crf_backward<T>(const CrfBackwardParams<T>&, const Exec&); \
-  template Status relaxed_energy_step<T>(const RelaxedStepParams<T>&, const Exec&);
+  template Status relaxed_energy_step<T>(const RelaxedStepParams<T>&, const Exec&);       \
+  template Status relaxed_energy_forward<T>(const RelaxedEnergyParams<T>&, const Exec&); \
+  template Status relaxed_energy_backward<T>(const RelaxedEnergyBackwardParams<T>&, const Exec&);
 SI_INSTANTIATE(float)
 SI_INSTANTIATE(double)
 #undef SI_INSTANTIATE

@@ -15,7 +15,8 @@ namespace SI_ISA_NS {
 template <typename T>
 KernelTable<T> make_table() {
   return {&viterbi_impl<T>, &crf_forward_impl<T>, &crf_backward_impl<T>,
-          &relaxed_energy_step_impl<T>};
+          &relaxed_energy_step_impl<T>, &relaxed_energy_forward_impl<T>,
+          &relaxed_energy_backward_impl<T>};
 }
 
 KernelTable<float> table_f32() { return make_table<float>(); }

@@ -13,6 +13,8 @@ struct KernelTable {
   Status (*crf_forward)(const CrfForwardParams<T>&, const Exec&);
   Status (*crf_backward)(const CrfBackwardParams<T>&, const Exec&);
   Status (*relaxed_energy_step)(const RelaxedStepParams<T>&, const Exec&);
+  Status (*relaxed_energy_forward)(const RelaxedEnergyParams<T>&, const Exec&);
+  Status (*relaxed_energy_backward)(const RelaxedEnergyBackwardParams<T>&, const Exec&);
 };
 
 }  // namespace cpu
