@@ -67,5 +67,10 @@ template <typename T> Status launch_crf_forward(const CrfForwardParams<T>& p, vo
 template <typename T> Status launch_crf_backward(const CrfBackwardParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
 template <typename T> Status launch_relaxed_energy_step(const RelaxedStepParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
 
+// Caps the shared memory per block that the launchers plan with (0: the
+// device's opt-in maximum). For tests, to reach the streaming and global
+// paths at small sizes; not thread safe against concurrent launches.
+void set_shared_memory_budget(size_t bytes);
+
 }  // namespace cuda
 }  // namespace structinf
