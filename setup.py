@@ -44,6 +44,7 @@ CPU_SOURCES = [
     "csrc/kernels/cpu/kernels_base.cpp",
     "csrc/kernels/cpu/kernels_avx2.cpp",
     "csrc/bindings/autograd.cpp",
+    "csrc/bindings/autograd_viterbi.cpp",
     "csrc/bindings/checks.cpp",
     "csrc/bindings/cuda_info.cpp",
     "csrc/bindings/ops_cpu.cpp",

@@ -47,6 +47,7 @@ __all__ = [
     "relaxed_energy_step_",
     "relaxed_energy",
     "cpu_isa",
+    "cuda_built",
     "cpu_isas",
     "set_cpu_isa",
 ]
@@ -359,6 +360,12 @@ def relaxed_energy(
     _warn_fallback()
     p = logits_or_probs if probs else torch.softmax(logits_or_probs, dim=-1)
     return torch_ops.relaxed_energy_vectorized(emissions, transitions, start, end, lengths, p)
+
+
+def cuda_built() -> bool:
+    """Whether the compiled extension includes the CUDA kernels (a build against a
+    CUDA torch with nvcc present; see setup.py). Says nothing about a GPU being here."""
+    return bool(_ops._cuda_built()) if HAS_EXTENSION else False
 
 
 def cpu_isa() -> str:

@@ -44,6 +44,31 @@ const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
   return op;
 }
 
+// Gives the freshly computed `outs` a grad_fn that raises `msg`, with edges to
+// the graph of `inputs` (what they were computed from). Any derivative of
+// them (backward(), or autograd.grad with respect to those inputs, even with
+// allow_unused) is then an error, never a silent zero or None. Like
+// once_differentiable, but connected to the real inputs.
+variable_list raise_on_backward(const char* msg, variable_list outs,
+                                const variable_list& inputs) {
+  auto err = c10::make_intrusive<torch::autograd::Error>(
+      msg, torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs)));
+  for (const at::Tensor& t : outs)
+    if (t.defined()) torch::autograd::set_history(t, err);
+  return outs;
+}
+
+bool any_requires_grad(std::initializer_list<const at::Tensor*> ts) {
+  for (const at::Tensor* t : ts)
+    if (t->defined() && t->requires_grad()) return true;
+  return false;
+}
+
+constexpr const char* kNoCrfDoubleBackward =
+    "structinf.crf_forward_backward: the second derivative of log Z is not implemented "
+    "(its first derivative, the marginals, comes from a kernel without a graph of its own); "
+    "for Hessian-vector products use structinf.torch_ops.log_partition_vectorized";
+
 class CrfLogPartition : public torch::autograd::Function<CrfLogPartition> {
  public:
   static variable_list forward(AutogradContext* ctx, const at::Tensor& emissions,
@@ -64,9 +89,21 @@ class CrfLogPartition : public torch::autograd::Function<CrfLogPartition> {
     OptTensor allowed;
     if (ctx->saved_data.count("allowed")) allowed = ctx->saved_data["allowed"].toTensor();
     at::Tensor g = grads[0].defined() ? grads[0].contiguous() : at::zeros_like(s[5]);
-    auto [ge, gt, gs, gend] =
-        backward_op().call(g, s[0], s[1], s[2], s[3], s[4], allowed, s[5], s[6], s[7]);
-    return {ge, gt, gs, gend, at::Tensor(), at::Tensor()};
+    variable_list out;
+    {
+      at::AutoDispatchBelowADInplaceOrView guard;
+      auto [ge, gt, gs, gend] =
+          backward_op().call(g, s[0], s[1], s[2], s[3], s[4], allowed, s[5], s[6], s[7]);
+      out = {ge, gt, gs, gend};
+    }
+    // create_graph=True: the marginals are right, but have no derivative here.
+    if (at::GradMode::is_enabled()) {
+      variable_list from = {s[0], s[1], s[2], s[3], grads[0]};
+      out = raise_on_backward(kNoCrfDoubleBackward, std::move(out), from);
+    }
+    out.emplace_back();  // lengths
+    out.emplace_back();  // allowed
+    return out;
   }
 };
 
@@ -113,26 +150,6 @@ const c10::TypedOperatorHandle<EnergyBackwardSig>& energy_backward_op() {
 constexpr const char* kNoDoubleBackward =
     "structinf.relaxed_energy: double backward is not implemented (its gradients are "
     "computed once, without a graph of their own)";
-
-// Gives the freshly computed `outs` a grad_fn that raises `msg`, with edges to
-// the graph of `inputs` (what they were computed from). Any derivative of
-// them (backward(), or autograd.grad with respect to those inputs, even with
-// allow_unused) is then an error, never a silent zero or None. Like
-// once_differentiable, but connected to the real inputs.
-variable_list raise_on_backward(const char* msg, variable_list outs,
-                                const variable_list& inputs) {
-  auto err = c10::make_intrusive<torch::autograd::Error>(
-      msg, torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs)));
-  for (const at::Tensor& t : outs)
-    if (t.defined()) torch::autograd::set_history(t, err);
-  return outs;
-}
-
-bool any_requires_grad(std::initializer_list<const at::Tensor*> ts) {
-  for (const at::Tensor* t : ts)
-    if (t->defined() && t->requires_grad()) return true;
-  return false;
-}
 
 class RelaxedEnergy : public torch::autograd::Function<RelaxedEnergy> {
  public:
@@ -231,8 +248,54 @@ relaxed_energy_backward_autograd(const at::Tensor& grad_energy, const at::Tensor
 
 }  // namespace
 
+// ------------------------------------------------------------ relaxed_energy_step_
+
+using StepSig = at::Tensor(at::Tensor&, at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                           const at::Tensor&, double, int64_t);
+
+const c10::TypedOperatorHandle<StepSig>& step_op() {
+  static const auto op = c10::Dispatcher::singleton()
+                             .findSchemaOrThrow("structinf::relaxed_energy_step_", "")
+                             .typed<StepSig>();
+  return op;
+}
+
+constexpr const char* kNoStepBackward =
+    "structinf.relaxed_energy_step_: this in-place gradient-descent step is not "
+    "differentiable; for a differentiable relaxed energy use structinf.ops.relaxed_energy";
+
+// The fused step is inference, not a differentiable function: its energies raise
+// on backward when an input requires grad, and the tensors it updates in place
+// may not require grad at all.
+at::Tensor relaxed_energy_step_autograd(at::Tensor& logits, at::Tensor& velocity,
+                                        const at::Tensor& emissions, const at::Tensor& transitions,
+                                        const at::Tensor& start, const at::Tensor& end,
+                                        const at::Tensor& lengths, const at::Tensor& lr,
+                                        double momentum, int64_t steps) {
+  const bool grad = at::GradMode::is_enabled();
+  TORCH_CHECK_VALUE(!grad || !(logits.requires_grad() || velocity.requires_grad()),
+                    "structinf.relaxed_energy_step_: arguments 'logits' and 'velocity' are "
+                    "updated in place and must not require grad (detach them)");
+  at::Tensor energy;
+  {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    energy = step_op().call(logits, velocity, emissions, transitions, start, end, lengths, lr,
+                            momentum, steps);
+  }
+  // Below ADInplaceOrView nothing records the mutation: bump the version counters
+  // so that a graph which saved these tensors refuses to use the changed values.
+  logits.unsafeGetTensorImpl()->bump_version();
+  velocity.unsafeGetTensorImpl()->bump_version();
+  if (grad && any_requires_grad({&emissions, &transitions, &start, &end, &lr}))
+    energy = raise_on_backward(kNoStepBackward, {energy},
+                               {emissions, transitions, start, end, lr})[0];
+  return energy;
+}
+
 TORCH_LIBRARY_IMPL(structinf, Autograd, m) {
   m.impl("crf_forward_backward", &crf_forward_backward_autograd);
+  m.impl("relaxed_energy_step_", &relaxed_energy_step_autograd);
   m.impl("relaxed_energy", &relaxed_energy_autograd);
   m.impl("relaxed_energy_and_grad", &relaxed_energy_and_grad_autograd);
   m.impl("relaxed_energy_backward", &relaxed_energy_backward_autograd);
