@@ -7,7 +7,7 @@ from typing import NamedTuple, Optional
 import torch
 from torch import Tensor
 
-from . import torch_ops
+from . import ops
 from .masks import length_mask
 
 __all__ = ["LinearChainEnergy", "score_labels"]
@@ -77,8 +77,8 @@ class LinearChainEnergy(NamedTuple):
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
             return score_labels(self.emissions, self.transitions, self.start, self.end,
                                 self.lengths, y.long(), self.allowed)
-        return -torch_ops.relaxed_energy_vectorized(
-            self.emissions, self.transitions, self.start, self.end, self.lengths, y)
+        return -ops.relaxed_energy(y, self.emissions, self.transitions, self.start, self.end,
+                                   self.lengths, probs=True)
 
     def energy(self, y: Tensor) -> Tensor:
         """Energy (negative score) of labels or a relaxed labeling: (B,)."""
