@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from . import ops
 from .constraints import Constraints
 from .energy import LinearChainEnergy
+from .masks import length_mask
 
 __all__ = ["LinearChainCRF"]
 
@@ -80,12 +81,17 @@ class LinearChainCRF(nn.Module):
         """log p(tags | x) = score(tags) - log Z.
 
         Args:
+            tags: (B, T) integer labels in [0, L) at the positions t < lengths[b]
+                (any value at padding).
             reduction: "none" (B,), "sum", "mean" (over sequences) or
-                "token_mean" (sum over sequences / number of tokens).
+                "token_mean" (sum over sequences / number of tokens). An empty
+                batch (B = 0) gives 0 for every reduction but "none" (an empty (B,)):
+                the log-likelihood of no data, so that summing over batches is safe.
         """
         if reduction not in _REDUCTIONS:
             raise ValueError(f"LinearChainCRF.log_likelihood: argument 'reduction' must be one of "
                              f"{_REDUCTIONS}, got {reduction!r}")
+        self._check_tags(tags, emissions, lengths)
         e = self.energy(emissions, lengths)
         llh = e.score(tags) - ops.crf_forward_backward(
             e.emissions, e.transitions, e.start, e.end, e.lengths, allowed=e.allowed)
@@ -94,8 +100,26 @@ class LinearChainCRF(nn.Module):
         if reduction == "sum":
             return llh.sum()
         if reduction == "mean":
-            return llh.mean()
+            return llh.mean() if llh.numel() else llh.sum()
         return llh.sum() / lengths.sum().clamp(min=1)
+
+    def _check_tags(self, tags: Tensor, emissions: Tensor, lengths: Tensor) -> None:
+        fn = "LinearChainCRF.log_likelihood"
+        if not isinstance(tags, Tensor) or tags.is_floating_point() or tags.is_complex() \
+                or tags.dtype == torch.bool:
+            raise TypeError(f"{fn}: argument 'tags' must be an integer tensor, got "
+                            f"{getattr(tags, 'dtype', type(tags).__name__)}")
+        if emissions.dim() == 3 and tuple(tags.shape) != tuple(emissions.shape[:2]):
+            raise ValueError(f"{fn}: argument 'tags' must have shape {tuple(emissions.shape[:2])} "
+                             f"(B, T), got {tuple(tags.shape)}")
+        if tags.numel() == 0:
+            return
+        real = length_mask(lengths.to(tags.device), tags.shape[1])
+        bad = real & ((tags < 0) | (tags >= self.num_labels))
+        if bool(bad.any()):
+            b, t = (int(i) for i in bad.nonzero()[0])
+            raise ValueError(f"{fn}: argument 'tags' holds {int(tags[b, t])} at [{b}, {t}], "
+                             f"outside [0, {self.num_labels}) (padding positions may hold anything)")
 
     def forward(self, emissions: Tensor, tags: Tensor, lengths: Tensor,
                 reduction: str = "sum") -> Tensor:

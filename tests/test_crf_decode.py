@@ -197,3 +197,27 @@ def test_gradient_descent_bad_arguments():
         decode.gradient_descent(e, lr=torch.ones(2))
     with pytest.raises(ValueError, match="allowed"):
         decode.gradient_descent(e._replace(allowed=torch.ones(5, 5, dtype=torch.bool)))
+
+
+def test_log_likelihood_names_bad_tags_and_defines_the_empty_batch():
+    crf = LinearChainCRF(4)
+    em = torch.randn(2, 3, 4)
+    lengths = torch.tensor([3, 1])
+    good = torch.tensor([[0, 1, 2], [3, -1, 99]])  # padding may hold anything
+    assert torch.isfinite(crf.log_likelihood(em, good, lengths))
+    for bad, value in ((torch.tensor([[0, 4, 1], [0, 0, 0]]), 4),
+                       (torch.tensor([[0, 1, 1], [-1, 0, 0]]), -1)):
+        with pytest.raises(ValueError, match=f"'tags' holds {value}"):
+            crf.log_likelihood(em, bad, lengths)
+    with pytest.raises(TypeError, match="'tags' must be an integer tensor"):
+        crf.log_likelihood(em, good.float(), lengths)
+    with pytest.raises(ValueError, match="'tags' must have shape"):
+        crf.log_likelihood(em, good[:, :2], lengths)
+    empty = torch.zeros(0, 3, 4, requires_grad=True)
+    none = torch.zeros(0, 3, dtype=torch.long)
+    no_len = torch.zeros(0, dtype=torch.long)
+    for reduction in ("sum", "mean", "token_mean"):
+        out = crf.log_likelihood(empty, none, no_len, reduction=reduction)
+        assert out.item() == 0.0, reduction
+        out.backward()
+    assert crf.log_likelihood(empty, none, no_len, reduction="none").shape == (0,)
