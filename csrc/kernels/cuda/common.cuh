@@ -181,7 +181,8 @@ class Carver {
     off_ += static_cast<size_t>(count) * sizeof(U);
     return p;
   }
-  __host__ __device__ size_t bytes() const { return (off_ + align_ - 1) / align_ * align_; }
+  // Exactly the end of the last array (the emulator then catches a read past it).
+  __host__ __device__ size_t bytes() const { return off_; }
 
  private:
   uintptr_t base_;

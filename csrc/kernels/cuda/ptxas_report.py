@@ -79,7 +79,8 @@ def main():
         "warnings as errors). Static shared memory only: the dynamic shared memory",
         "of each launch depends on L (and T for the relaxed step) and is sized by",
         "`launch.cuh`. Every kernel has at most 256 threads per block",
-        "(`__launch_bounds__`).",
+        "(`__launch_bounds__`). Regenerate with",
+        "`cmake --build <build dir> --target cuda_ptxas_report`.",
         "",
         "| kernel | template parameters | dtype | arch | registers | static smem (B) "
         "| spill stores (B) | spill loads (B) | stack (B) |",
