@@ -23,12 +23,6 @@ cpu::Exec torch_exec() {
   return exec;
 }
 
-void check_cpu(const char* op, const at::Tensor& emissions) {
-  TORCH_CHECK_TYPE(emissions.scalar_type() == at::kFloat || emissions.scalar_type() == at::kDouble,
-                   "structinf.", op, ": argument 'emissions' must be float32 or float64 on the CPU,"
-                   " got ", emissions.scalar_type());
-}
-
 std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions,
                                                const at::Tensor& transitions,
                                                const at::Tensor& start, const at::Tensor& end,
@@ -36,7 +30,6 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions,
                                                const std::optional<at::Tensor>& allowed) {
   const CheckedEnergy c =
       check_energy("viterbi", emissions, transitions, start, end, lengths, allowed);
-  check_cpu("viterbi", emissions);
   TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", k);
   at::Tensor paths = at::empty({c.B, k, c.T}, emissions.options().dtype(at::kLong));
   at::Tensor scores = at::empty({c.B, k}, emissions.options());
@@ -56,7 +49,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_cpu(
     const at::Tensor& end, const at::Tensor& lengths, const std::optional<at::Tensor>& allowed) {
   const char* op = "crf_forward_backward";
   const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
-  check_cpu(op, emissions);
   at::Tensor log_z = at::empty({c.B}, emissions.options());
   at::Tensor log_alpha = at::empty({c.B, c.T, c.L}, emissions.options());
   at::Tensor log_alpha_shift = at::empty({c.B, c.T}, emissions.options());
@@ -78,7 +70,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> crf_forward_backward_
     const at::Tensor& log_alpha, const at::Tensor& log_alpha_shift) {
   const char* op = "crf_forward_backward_backward";
   const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed);
-  check_cpu(op, emissions);
   check_like(op, "grad_log_z", grad_log_z, {c.B}, emissions);
   check_like(op, "log_z", log_z, {c.B}, emissions);
   check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, emissions);
@@ -113,7 +104,6 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
   const char* op = "relaxed_energy_step_";
   const CheckedEnergy c =
       check_energy(op, emissions, transitions, start, end, lengths, std::nullopt);
-  check_cpu(op, emissions);
   check_like(op, "logits", logits, {c.B, c.T, c.L}, emissions);
   check_like(op, "velocity", velocity, {c.B, c.T, c.L}, emissions);
   TORCH_CHECK_VALUE(lr.dim() == 1 && lr.size(0) == c.B, "structinf.", op,
@@ -157,7 +147,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> relaxed_energy_run(
   const char* op = "relaxed_energy";
   const CheckedEnergy c =
       check_energy(op, emissions, transitions, start, end, lengths, std::nullopt);
-  check_cpu(op, emissions);
   check_like(op, probs ? "probs" : "logits", input, {c.B, c.T, c.L}, emissions);
   const at::Tensor x = input.contiguous();
   at::Tensor energy = at::empty({c.B}, emissions.options());

@@ -212,6 +212,8 @@ void masked_transitions(const EnergyView<T>& e, T* out) {
 
 // Checks the transition, start and end scores with `bad` (any_nan for
 // Viterbi; bad_scores for the CRF, where -inf means forbidden but +inf is an error).
+// The kNan* statuses stand for "NaN, or +inf where bad_scores is the test": their
+// messages in csrc/bindings/checks.cpp say "NaN or +inf".
 template <typename T>
 Status check_scores(const EnergyView<T>& e, bool (*bad)(const T*, int64_t)) {
   if (bad(e.transitions, e.L * e.L)) return Status::kNanTransitions;
