@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """Per-kernel register / shared-memory / spill table from `ptxas -v` output.
 
-Usage: ptxas_report.py OUT.md LOG [LOG ...]
+Usage: ptxas_report.py OUT.md [--smem TABLE.md] LOG [LOG ...]
 Each LOG is the compiler output of one kernels_<dtype>.cu built with
--Xptxas=-v; the table lists every entry function once per target.
+-Xptxas=-v; the table lists every entry function once per target. TABLE.md
+(from cpp_tests/cuda_smem_table.cpp) is appended: the dynamic shared memory
+per launch at a few label counts.
 """
 import re
 import shutil
@@ -63,6 +65,9 @@ def parse(path):
 
 def main():
     out, logs = sys.argv[1], sys.argv[2:]
+    smem_table = None
+    if logs[:1] == ["--smem"]:
+        smem_table, logs = logs[1], logs[2:]
     rows = [r for log in logs for r in parse(log)]
     names = demangle(sorted({r["name"] for r in rows}))
     table = []
@@ -90,6 +95,13 @@ def main():
         lines.append(f"| {k} | {params} | {dtype} | {arch} | {regs} | {smem} | {st} | {ld} | {stack} |")
     spills = sum(1 for t in table if t[6] or t[7] or t[8])
     lines += ["", f"{len(table)} kernels; {spills} with spills or a stack frame."]
+    if smem_table is not None:
+        lines += ["", "## Dynamic shared memory per launch", "",
+                  "From the launchers' own layout code. A block that needs more than 48 KB",
+                  "opts in with cudaFuncSetAttribute; where a mapping does not fit in 227 KB",
+                  "the automatic choice takes the next one (block -> global; on chip ->",
+                  "streamed).", ""]
+        lines += open(smem_table, encoding="utf-8").read().rstrip("\n").splitlines()
     with open(out, "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
 
