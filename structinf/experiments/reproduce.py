@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic
+from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic, write_json_gz_atomic
 from ..data import Prepared, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
 from ..decode.networks import instance_tailored_trajectory, warm_start_logits
@@ -346,11 +346,7 @@ class Study:
             runs = gd_study.run_gd_grid(model, self.p, split, lrs=self.plan.gd_lrs,
                                         iterations=self.plan.gd_iterations, batch_size=bs,
                                         device=self.device, progress=self.progress)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            with gzip.open(tmp, "wt") as f:
-                json.dump(runs.to_dict(), f)
-            tmp.replace(path)
+            write_json_gz_atomic(path, runs.to_dict())
         self._gd[key] = runs
         return runs
 

@@ -2,7 +2,8 @@
 baselines, LSTM language models.
 
 Importing this package registers every model class with :mod:`structinf.io`,
-so checkpoints of any of them load by name.
+so checkpoints of any of them load by name, their sizes checked against the
+vocabularies saved with them (:mod:`.saved`).
 """
 
 from ..io import register_model
@@ -10,10 +11,12 @@ from .blstm_crf import BLSTMCRF, DEFAULT_HIDDEN, EnergyModelConfig, energy_model
 from .encoder import BLSTM, EmbedderConfig, TokenEmbedder
 from .infnet import DEFAULT_INFNET_HIDDEN, InferenceNetwork, InfNetConfig, infnet_config
 from .lm import LMConfig, LSTMLanguageModel
+from .saved import check_lm_vocabulary, check_tagger_vocabularies
 
-for _config, _model in ((EnergyModelConfig, BLSTMCRF), (InfNetConfig, InferenceNetwork),
-                       (LMConfig, LSTMLanguageModel)):
-    register_model(_config, _model)
+for _config, _model, _check in ((EnergyModelConfig, BLSTMCRF, check_tagger_vocabularies),
+                                (InfNetConfig, InferenceNetwork, check_tagger_vocabularies),
+                                (LMConfig, LSTMLanguageModel, check_lm_vocabulary)):
+    register_model(_config, _model, _check)
 
 __all__ = [
     "BLSTM",
