@@ -194,3 +194,63 @@ def test_cli_bad_arguments(tmp_path):
     assert r.returncode != 0 and "not a structinf checkpoint" in r.stderr
     r = _cli("train-crf", "--epochs", "0", "--out", str(tmp_path / "x"))
     assert r.returncode != 0 and "'epochs'" in r.stderr
+
+
+def _fit_run(p, out, cfg, scores, *, resume=False, stop_after=None):
+    """fit on a fresh BLSTM-CRF+ (dropout and singleton replacement draw random
+    numbers) with dev scores taken from ``scores`` by epoch; optionally resumed
+    from ``out`` or stopped by an exception after epoch ``stop_after``."""
+    from structinf.train import resume_from
+    torch.manual_seed(cfg.seed)
+    model = _model(p, plus=True, hidden=8)
+    prior = resume_from(out, model, "test") if resume else None
+    epochs = iter(range(len(prior or []) + 1, cfg.epochs + 1))
+
+    def stop(rec):
+        if rec.epoch == stop_after:
+            raise KeyboardInterrupt
+
+    history = fit(model, p.encoded["train"], lambda m, b: m.loss(b),
+                  lambda m: scores[next(epochs) - 1], cfg, checkpoint=out,
+                  extra=p.vocab_extra(), progress=False, on_epoch=stop, resume=prior)
+    return model, history
+
+
+@pytest.mark.parametrize("optimizer,lr", [("adam", 1e-2), ("sgd", 0.1)])
+def test_interrupted_and_resumed_training_is_bit_identical(tmp_path, optimizer, lr):
+    """Stopped after epoch 2 (worse than epoch 1, so the checkpoint holds epoch 1's
+    weights) and resumed: the same weights, optimizer moments and random draws as a
+    run that was never interrupted."""
+    p = prepare(_tiny_task(12))
+    cfg = TrainConfig(epochs=4, batch_size=4, seed=3, patience=10, optimizer=optimizer, lr=lr)
+    scores = [0.5, 0.4, 0.6, 0.3]
+    full, h_full = _fit_run(p, tmp_path / "full", cfg, scores)
+    with pytest.raises(KeyboardInterrupt):
+        _fit_run(p, tmp_path / "cut", cfg, scores, stop_after=2)
+    _, extra = load_checkpoint(tmp_path / "cut")
+    assert [h["epoch"] for h in extra["history"]] == [1, 2]
+    resumed, h_res = _fit_run(p, tmp_path / "cut", cfg, scores, resume=True)
+    strip = lambda hs: [(h.epoch, h.loss, h.dev, h.lr, h.best) for h in hs]  # noqa: E731
+    assert strip(h_res) == strip(h_full)
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), resumed.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    # The checkpoints hold the same (best: epoch 3) weights and training state.
+    a, b = load_checkpoint(tmp_path / "full")[0], load_checkpoint(tmp_path / "cut")[0]
+    for (k, v), (k2, v2) in zip(a.state_dict().items(), b.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k
+    assert ((tmp_path / "full" / "training_state.safetensors").read_bytes()
+            == (tmp_path / "cut" / "training_state.safetensors").read_bytes())
+
+
+def test_a_capped_training_resumed_is_bit_identical(tmp_path):
+    """epochs=1, then --resume up to 3 == 3 epochs in one go (train_energy's recipe)."""
+    p = prepare(_tiny_task(12))
+    kw = dict(plus=True, hidden=8, word_dim=8, progress=False)
+    full, _ = train_energy(p, out=tmp_path / "full",
+                           cfg=TrainConfig(epochs=3, batch_size=4, seed=3, patience=5), **kw)
+    train_energy(p, out=tmp_path / "cut", cfg=TrainConfig(epochs=1, batch_size=4, seed=3,
+                                                          patience=5), **kw)
+    more, _ = train_energy(p, out=tmp_path / "cut", resume=True,
+                           cfg=TrainConfig(epochs=3, batch_size=4, seed=3, patience=5), **kw)
+    for (k, v), (k2, v2) in zip(full.state_dict().items(), more.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2), k

@@ -9,7 +9,7 @@ from torch import Tensor, nn
 
 from ..data import Prepared
 from ..evaluate import predict, score_ids
-from ..io import CONFIG, load_checkpoint
+from ..io import CONFIG, load_checkpoint, previous_checkpoint
 from ..models import BLSTMCRF, energy_model_config
 from .fit import TrainConfig, fit, seed_everything
 
@@ -35,10 +35,14 @@ def resume_from(out: Optional[Path], model: nn.Module, who: str, *, what: str = 
     """Loads the checkpoint in ``out`` into ``model`` to continue its training.
 
     The checkpoint must hold the same model configuration (and satisfy
-    ``same(extra)``); returns the training history saved with it.
+    ``same(extra)``); returns the training history saved with it. ``fit``, given
+    the same folder, continues from the training state saved beside it.
     """
     if out is None or not (Path(out) / CONFIG).is_file():
-        raise FileNotFoundError(f"{who}: resume: no checkpoint in {out}")
+        previous = None if out is None else previous_checkpoint(out)
+        hint = ("" if previous is None else f"; a replacement of it was interrupted: the "
+                f"previous checkpoint is at {previous} (move it back to {out})")
+        raise FileNotFoundError(f"{who}: resume: no checkpoint in {out}{hint}")
     saved, extra = load_checkpoint(out, map_location=next(model.parameters()).device)
     if saved.config.to_dict() != model.config.to_dict() or not same(extra):
         raise ValueError(f"{who}: resume: the checkpoint in {out} has other {what} than the "
@@ -54,8 +58,9 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
     """Trains a BLSTM-CRF (+) energy by conditional log-likelihood.
 
     With ``resume``, training continues from the checkpoint in ``out`` (its
-    weights and saved history; same model settings required) up to
-    ``cfg.epochs``.
+    history, and the last epoch's weights, optimizer and random states; same
+    model settings required) up to ``cfg.epochs``, ending bit for bit where an
+    uninterrupted run would.
 
     Returns:
         (model with the best dev weights, training history).

@@ -3,9 +3,15 @@
 ``fit`` trains any module given a loss on a batch and a dev score, with SGD
 with momentum (the paper's optimiser, with the usual 1 / (1 + decay * epoch)
 schedule) or Adam, gradient clipping, a tqdm bar per epoch showing the loss
-and the last dev score, early stopping on the dev score, and the best weights
-saved as a checkpoint (atomically) whenever the dev score improves. Runs are
-reproducible bit for bit on the CPU for a given seed and thread count.
+and the last dev score, and early stopping on the dev score. After every
+epoch the checkpoint is replaced (atomically) by the best weights so far, the
+history, and the training state: the last epoch's weights, the optimizer's
+state and the random generators' states (torch's global one, which dropout
+draws from, and the one that shuffles batches and replaces singletons; no
+Python or NumPy generator is used). Runs are reproducible bit for bit on the
+CPU for a given seed and thread count, and a training interrupted at any
+moment and resumed from its checkpoint ends with the same weights as one
+that never stopped.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from tqdm.auto import tqdm
 
 from ..data import Batch, EncodedSentence, bucket_batches, collate
 from ..data.vocab import UNK_ID
-from ..io import save_checkpoint
+from ..io import CheckpointError, load_training_state, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +115,71 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
+def _training_state(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                    epoch: int):
+    """What resuming after ``epoch`` needs, as (tensors, JSON-able dict) for
+    :func:`structinf.io.save_checkpoint`: no pickle on either side."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    osd = opt.state_dict()
+    plain: Dict[str, dict] = {}
+    for index, entries in osd["state"].items():
+        for key, value in entries.items():
+            if torch.is_tensor(value):
+                tensors[f"optimizer.{index}.{key}"] = value
+            else:
+                plain.setdefault(str(index), {})[key] = value
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.batches"] = gen.get_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, rng in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = rng
+    info = {"epoch": epoch, "optimizer": {"class": type(opt).__name__,
+                                          "param_groups": osd["param_groups"], "state": plain}}
+    return tensors, info
+
+
+def _restore_training_state(where: Path, saved, model: nn.Module, opt: torch.optim.Optimizer,
+                            gen: torch.Generator, epochs_done: int) -> None:
+    """Puts the model, optimizer and generators back where epoch ``epochs_done`` left them."""
+    tensors, info = saved
+    if info.get("epoch") != epochs_done:
+        raise CheckpointError(f"{where}: the training state is of epoch {info.get('epoch')} but "
+                              f"the history has {epochs_done} epochs")
+    try:
+        model.load_state_dict({k[len("model."):]: v for k, v in tensors.items()
+                               if k.startswith("model.")})
+        saved_opt = info["optimizer"]
+        if saved_opt.get("class") != type(opt).__name__:
+            logger.warning("%s: the training ran with %s, this run uses %s: its optimizer "
+                           "starts afresh", where, saved_opt.get("class"), type(opt).__name__)
+        else:
+            state: Dict[int, dict] = {}
+            for key, value in tensors.items():
+                if key.startswith("optimizer."):
+                    _, index, name = key.split(".", 2)
+                    state.setdefault(int(index), {})[name] = value
+            for index, entries in saved_opt["state"].items():
+                state.setdefault(int(index), {}).update(entries)
+            # The moments come from the checkpoint, the settings (lr, momentum,
+            # weight decay...) from this run's config: the same values when
+            # nothing changed, the new ones when a resumed run asks for them.
+            settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+            opt.load_state_dict({"state": state, "param_groups": saved_opt["param_groups"]})
+            for group, own in zip(opt.param_groups, settings):
+                group.update(own)
+        torch.set_rng_state(tensors["rng.torch"])
+        gen.set_state(tensors["rng.batches"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{where}: the training state does not fit this model and "
+                              f"optimizer ({type(exc).__name__}: "
+                              f"{' '.join(str(exc).split())[:200]})") from exc
+    cuda = []
+    while f"rng.cuda.{len(cuda)}" in tensors:
+        cuda.append(tensors[f"rng.cuda.{len(cuda)}"])
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
 def epochs_since_best(history: Sequence[dict]) -> int:
     """Epochs after the one with the best dev score (the earliest of ties) in a
     saved training history: what early stopping compares with the patience."""
@@ -136,15 +207,18 @@ def fit(
     Args:
         loss_fn: (model, batch) -> scalar loss to minimise (batch already on ``device``).
         dev_score: model -> score on the dev set, higher is better (called in eval mode).
-        checkpoint: folder for the best checkpoint (replaced whenever dev improves;
-            it is this run's own output).
+        checkpoint: folder for the checkpoint, replaced after every epoch: the best
+            weights so far, the history and the training state (it is this run's
+            own output; a folder holding anything else is refused).
         extra: JSON-able data stored with the checkpoint (vocabularies, task, ...);
             the training history is added under "history".
-        resume: the history saved with a checkpoint whose weights ``model`` already
-            holds (the best so far): training goes on from the next epoch up to
-            ``cfg.epochs`` with the same early-stopping state. The optimizer's
-            moments are not saved with checkpoints, so a resumed run starts them
-            afresh and is not bit-identical to an uninterrupted one.
+        resume: the history saved with ``checkpoint``, whose best weights ``model``
+            already holds: training goes on from the next epoch up to ``cfg.epochs``
+            with the same early-stopping state, from the last epoch's weights,
+            optimizer state and random generators saved beside them, so the result
+            is bit-identical to a run that was never interrupted. A checkpoint
+            without a training state (saved by an older structinf) resumes from
+            its best weights with a fresh optimizer.
 
     Returns:
         One :class:`EpochRecord` per epoch, the resumed ones included.
@@ -163,6 +237,13 @@ def fit(
         if stale >= cfg.patience:
             logger.info("%s: already early-stopped at epoch %d", desc, len(history))
             first = cfg.epochs + 1
+        elif first <= cfg.epochs and checkpoint is not None:
+            saved = load_training_state(checkpoint)
+            if saved is None:
+                logger.warning("%s: %s holds no training state; resuming from its best weights "
+                               "with a fresh optimizer", desc, checkpoint)
+            else:
+                _restore_training_state(Path(checkpoint), saved, model, opt, gen, len(history))
     for epoch in range(first, cfg.epochs + 1):
         lr = cfg.lr / (1 + cfg.lr_decay * (epoch - 1)) if cfg.optimizer == "sgd" else cfg.lr
         for group in opt.param_groups:
@@ -204,24 +285,24 @@ def fit(
         if improved:
             best, stale = dev, 0
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if checkpoint is not None:
-                data = dict(extra or {})
-                data["history"] = [asdict(h) for h in history]
-                data["train_config"] = cfg.to_dict()
-                save_checkpoint(checkpoint, model, extra=data, overwrite=True)
         else:
             stale += 1
+        if checkpoint is not None:
+            # Every epoch, improved or not: the history and the state to resume from
+            # move on even when the best weights stay. A fresh training replaces
+            # the folder's results.json (it described the replaced model); a
+            # resumed one carries it over (marked stale once the weights change).
+            data = dict(extra or {})
+            data["history"] = [asdict(h) for h in history]
+            data["train_config"] = cfg.to_dict()
+            save_checkpoint(checkpoint, model, state=best_state, extra=data, overwrite=True,
+                            training_state=_training_state(model, opt, gen, epoch),
+                            carry_over=resume is not None)
         if on_epoch is not None:
             on_epoch(rec)
         if stale >= cfg.patience:
             break
     if best_state is not None:
         model.load_state_dict(best_state)
-    if checkpoint is not None and history:
-        # The final history (with the epochs after the best) beside the best weights.
-        data = dict(extra or {})
-        data["history"] = [asdict(h) for h in history]
-        data["train_config"] = cfg.to_dict()
-        save_checkpoint(checkpoint, model, extra=data, overwrite=True)
     model.eval()
     return history
