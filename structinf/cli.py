@@ -8,14 +8,22 @@
     structinf bench ...            the speed benchmark (paper Table 3)
 
 Every subcommand has ``--help``.
+
+Exit codes: 0 done; 2 bad input (a missing or damaged file, a checkpoint that
+does not fit its vocabularies, an unusable ``--device``, a folder that
+``--overwrite`` must not replace), reported in one line naming the file or
+argument (``-v`` adds the traceback); 130 interrupted (Ctrl-C), saying where the
+last checkpoint is.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import List, Optional, Sequence
 
@@ -24,7 +32,10 @@ import torch
 from .experiments import commands
 from .experiments.naming import TASKS as TASK_NAMES
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -34,7 +45,8 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument("-v", "--verbose", action="store_true", help="log more")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="log more, and show the traceback of an error")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", choices=("blstm-crf", "blstm-crf+"), default="blstm-crf+")
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint folder (default: runs/<task>/<model>)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing checkpoint (only a checkpoint folder holding "
+                        "nothing but its own files; anything else is refused)")
     p.add_argument("--resume", action="store_true",
                    help="continue the training of the checkpoint in --out (an interrupted or "
-                        "capped run) up to --epochs; the optimizer restarts")
+                        "capped run) up to --epochs, from its last epoch's weights, optimizer "
+                        "and random states: the result is the one an uninterrupted run gives")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
@@ -94,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="-", help="output file (default: stdout)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
 
     commands.add_reproduce_arguments(sub.add_parser(
         "reproduce", help="the whole study for a task (tables, figures)",
@@ -104,11 +120,70 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_device(name: str) -> None:
+    """Raises ValueError (naming --device) unless torch can run on ``name`` here."""
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise ValueError(f"argument --device: {name!r} is not a device (expected cpu, cuda, "
+                         "cuda:N or mps)") from None
+    if device.type == "cpu":
+        return
+    if device.type == "cuda":
+        if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+            raise ValueError(f"argument --device: {name!r}: CUDA is not available (this torch, "
+                             f"{torch.__version__}, is built without it)")
+        if not torch.cuda.is_available():
+            raise ValueError(f"argument --device: {name!r}: CUDA is not available (torch finds "
+                             "no GPU: no driver, or CUDA_VISIBLE_DEVICES hides them)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"argument --device: {name!r}: there are only "
+                             f"{torch.cuda.device_count()} CUDA devices")
+        return
+    if device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ValueError(f"argument --device: {name!r} is not available on this machine")
+        return
+    raise ValueError(f"argument --device: {name!r}: structinf runs on cpu, cuda or mps")
+
+
 def _setup(args) -> None:
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
+    threads = getattr(args, "threads", None)
+    if threads is not None and threads < 1:
+        raise ValueError(f"argument --threads: must be >= 1, got {threads}")
+    if getattr(args, "device", None) is not None:
+        _check_device(args.device)
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _fingerprint(folder: Path):
+    """Identifies the config.json in ``folder`` (None if absent): a save replaces it
+    with a new file, so a changed fingerprint means this run saved."""
+    try:
+        st = os.stat(folder / "config.json")
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _load_for(command: str, path: Path, device="cpu", *, energy: bool):
+    """A checkpoint ``command`` can use: a tagger (and an energy for evaluate)
+    saved with its word, character and label vocabularies."""
+    from .io import CheckpointError, load_checkpoint
+
+    model, extra = load_checkpoint(path, map_location=device)
+    missing = [k for k in ("task", "words", "chars", "labels") if k not in extra]
+    needs = "energy" if energy else "decode"
+    if missing or not hasattr(model, needs):
+        what = "a BLSTM-CRF energy" if energy else "a tagger"
+        detail = (f"its extra data lacks {', '.join(missing)}" if missing
+                  else f"a {type(model).__name__} has no .{needs}()")
+        raise CheckpointError(f"{path / 'config.json'}: {command} needs {what} saved with its "
+                              f"vocabularies; {detail}")
+    return model, extra
 
 
 def cmd_train_crf(args) -> int:
@@ -117,17 +192,32 @@ def cmd_train_crf(args) -> int:
     from .evaluate import predict, score_ids
     from .data import prepare
 
+    from .io import (CheckpointError, check_replaceable, previous_checkpoint, read_checkpoint_meta,
+                     write_json_atomic)
+
     out = args.out or Path("runs") / args.task / args.model
+    args.out = out
     if args.resume and args.overwrite:
         print("structinf train-crf: --resume and --overwrite exclude each other", file=sys.stderr)
-        return 2
-    if args.resume and not (out / "config.json").is_file():
-        print(f"structinf train-crf: --resume: no checkpoint in {out}", file=sys.stderr)
-        return 2
-    if out.exists() and not (args.overwrite or args.resume):
+        return EXIT_BAD_INPUT
+    if args.resume:
+        if not (out / "config.json").is_file():
+            previous = previous_checkpoint(out)
+            hint = ("" if previous is None else f"; a replacement of it was interrupted: the "
+                    f"previous checkpoint is at {previous} (move it back to {out})")
+            print(f"structinf train-crf: --resume: no checkpoint in {out}{hint}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        read_checkpoint_meta(out)  # a damaged config fails before the data is loaded
+    if os.path.lexists(out) and not (args.overwrite or args.resume):
         print(f"structinf train-crf: {out} exists; choose another --out, pass --resume to "
               "continue its training or --overwrite to replace it", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    if args.overwrite:
+        try:
+            check_replaceable(out)  # before training, not after it
+        except CheckpointError as exc:
+            raise CheckpointError(f"--overwrite: {exc}") from None
+    args.checkpoint_before = _fingerprint(out)
     p = prepare(args.task, data_dir=args.data_dir, lowercase=args.lowercase)
     cfg = energy_train_config(args.task, epochs=args.epochs, batch_size=args.batch_size,
                               optimizer=args.optimizer, lr=args.lr, patience=args.patience,
@@ -150,8 +240,8 @@ def cmd_train_crf(args) -> int:
               "metric": p.task.metric, "dev": scores["dev"], "test": scores["test"],
               "epochs_run": len(history), "best_epoch": max(history, key=lambda r: r.dev).epoch,
               "train_seconds": time.perf_counter() - start, "train_config": cfg.to_dict(),
-              "learning_curve": [{"epoch": r.epoch, "loss": r.loss, "dev": r.dev} for r in history]}
-    from .io import write_json_atomic
+              "learning_curve": [{"epoch": r.epoch, "loss": r.loss, "dev": r.dev} for r in history],
+              "weights_sha256": (read_checkpoint_meta(out).get("weights") or {}).get("sha256")}
     write_json_atomic(out / "results.json", result)
     print(f"{args.task} {args.model}: dev {p.task.metric} {scores['dev']:.4f}, "
           f"test {scores['test']:.4f} (best epoch {result['best_epoch']} of {len(history)}); "
@@ -161,11 +251,11 @@ def cmd_train_crf(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from . import decode
-    from .io import load_checkpoint, write_json_atomic
+    from .io import write_json_atomic
     from .evaluate import predict, score_ids
     from .data import prepare_from_extra
 
-    model, extra = load_checkpoint(args.checkpoint, map_location=args.device)
+    model, extra = _load_for("evaluate", args.checkpoint, args.device, energy=True)
     p = prepare_from_extra(extra, data_dir=args.data_dir)
     splits = ("dev", "test") if args.split == "both" else (args.split,)
     out = {"checkpoint": str(args.checkpoint), "task": p.task.name, "method": args.method}
@@ -197,12 +287,11 @@ def _read_sentences(stream) -> List[List[str]]:
 
 
 def cmd_tag(args) -> int:
-    from .io import load_checkpoint
     from .data import Sentence, Vocab, LabelSet, encode_sentences
     from .data import MAX_WORD_LEN
     from .evaluate import predict
 
-    model, extra = load_checkpoint(args.checkpoint)
+    model, extra = _load_for("tag", args.checkpoint, energy=False)
     words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])
     labels = LabelSet.from_dict(extra["labels"])
     if args.input == "-":
@@ -227,23 +316,54 @@ def cmd_tag(args) -> int:
     return 0
 
 
+def _interrupted(args) -> str:
+    """What a Ctrl-C leaves behind, in one line."""
+    if args.command == "train-crf" and getattr(args, "checkpoint_before", False) is not False:
+        out = args.out
+        now = _fingerprint(out)
+        if now is not None and now != args.checkpoint_before:
+            return f"interrupted; the last checkpoint is at {out}; continue with --resume"
+        if now is not None and args.resume:
+            return (f"interrupted before an epoch ended; the checkpoint at {out} is as it was; "
+                    "continue with --resume")
+        if now is not None:
+            return (f"interrupted before the first epoch ended; {out} still holds the checkpoint "
+                    "from before this run")
+        return f"interrupted before the first epoch ended; no checkpoint was written to {out}"
+    if args.command == "reproduce":
+        return ("interrupted; finished units and checkpoints are kept: run the same command "
+                "again to continue")
+    return "interrupted"
+
+
+def _message(exc: BaseException) -> str:
+    text = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+    return " ".join(str(text).split())
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:  # the main job: the quick study on the shipped data
         args = parser.parse_args(["reproduce"])
-    _setup(args)
     handlers = {"train-crf": cmd_train_crf, "evaluate": cmd_evaluate, "tag": cmd_tag}
     handler = handlers.get(args.command) or args.func
+    verbose = getattr(args, "verbose", False)
     try:
+        _setup(args)
         return handler(args)
+    except KeyboardInterrupt:
+        if verbose:
+            traceback.print_exc()
+        print(f"structinf {args.command}: {_interrupted(args)}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (OSError, ValueError, KeyError) as exc:
-        # Bad input (a missing file, a malformed data file or checkpoint, a bad
-        # setting): one clear line, no traceback.
-        if getattr(args, "verbose", False):
-            raise
-        print(f"structinf {args.command}: error: {exc}", file=sys.stderr)
-        return 1
+        # Bad input (a missing or damaged file or checkpoint, a malformed data
+        # file, a bad setting): one line naming it; the traceback with -v.
+        if verbose:
+            traceback.print_exc()
+        print(f"structinf {args.command}: error: {_message(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":  # pragma: no cover

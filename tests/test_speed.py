@@ -180,7 +180,7 @@ def test_bench_command_quick(tmp_path, capsys):
 def test_bench_command_rejects_a_missing_device(capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")
-    assert main(["bench", "--task", "twitter-pos", "--device", "cuda"]) == 1
+    assert main(["bench", "--task", "twitter-pos", "--device", "cuda"]) == 2
     assert "CUDA is not available" in capsys.readouterr().err
 
 
