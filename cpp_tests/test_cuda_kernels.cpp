@@ -704,6 +704,16 @@ void run_all(std::mt19937& rng, bool quick) {
       }
       test_viterbi(p, 3, Variant::kAuto);
     }
+    // A likely label reachable only from a very unlikely one: its scaled sum
+    // underflows to 0 (in float and double), so the forward pass and the
+    // pairwise marginals must take the exact route.
+    {
+      Problem<T> p = make_problem<T>(rng, 2, 6, 3, Kind::kRandom, true);
+      for (int64_t i = 0; i < 9; ++i) p.allowed[i] = !(i == 0 * 3 + 2 || i == 2 * 3 + 2);
+      for (int64_t b = 0; b < p.B; ++b)
+        for (int64_t t = 0; t < p.T_; ++t) p.em[(b * p.T_ + t) * 3 + (t % 2 ? 2 : 1)] += T(t % 2 ? 500 : -500);
+      for (Variant v : variants_for<T>(p.L)) test_crf(p, rng, v, true);
+    }
     // Large scores: the scaled exponentials underflow and take the exact route.
     {
       const Problem<T> p = make_problem<T>(rng, 3, 7, 6, Kind::kRandom, true, false, 40.0);
