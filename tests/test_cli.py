@@ -337,3 +337,14 @@ def test_sigint_to_a_training_process(tmp_path, data_dir):
                               f"{out}; continue with --resume")
     assert {p.name for p in out.iterdir()} <= OWN
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ck"]
+
+
+def test_help_states_the_defaults_and_no_progress_keeps_epoch_lines(capsys):
+    import structinf.cli as cli_mod
+
+    with pytest.raises(SystemExit):
+        cli_mod.build_parser().parse_args(["train-crf", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # help wraps at hyphens
+    for needle in ("(default: twitter-pos)", "(default: blstm-crf+)", "twitter-pos: 80",
+                   "twitter-pos: 0.002", "twitter-pos: 10", "still prints one line per epoch"):
+        assert needle in text, needle

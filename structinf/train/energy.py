@@ -53,7 +53,7 @@ def resume_from(out: Optional[Path], model: nn.Module, who: str, *, what: str = 
 
 def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConfig,
                  hidden: Optional[int] = None, word_dim: int = 100, constrained: bool = False,
-                 progress: bool = True, device="cpu", word_vectors: Optional[Tensor] = None,
+                 progress: bool = True, epoch_lines: Optional[bool] = None, device="cpu", word_vectors: Optional[Tensor] = None,
                  freeze_words: bool = False, on_epoch=None, resume: bool = False):
     """Trains a BLSTM-CRF (+) energy by conditional log-likelihood.
 
@@ -79,6 +79,7 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
 
     history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), dev_score, cfg,
                   checkpoint=out, extra=p.vocab_extra(), progress=progress,
+                  epoch_lines=epoch_lines,
                   desc=f"{p.task.name} {mcfg.kind}", device=device, on_epoch=on_epoch,
                   resume=prior)
     return model, history

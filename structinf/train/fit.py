@@ -197,6 +197,7 @@ def fit(
     checkpoint: Optional[Path] = None,
     extra: Optional[dict] = None,
     progress: bool = True,
+    epoch_lines: Optional[bool] = None,
     desc: str = "train",
     on_epoch: Optional[Callable[[EpochRecord], None]] = None,
     device: str | torch.device = "cpu",
@@ -219,6 +220,8 @@ def fit(
             is bit-identical to a run that was never interrupted. A checkpoint
             without a training state (saved by an older structinf) resumes from
             its best weights with a fresh optimizer.
+        progress: a tqdm bar per epoch. epoch_lines: one line per epoch (loss, dev
+            score, seconds); default: as ``progress``.
 
     Returns:
         One :class:`EpochRecord` per epoch, the resumed ones included.
@@ -279,7 +282,7 @@ def fit(
         history.append(rec)
         logger.info("%s epoch %d: loss %.4f dev %.4f%s", desc, epoch, rec.loss, dev,
                     " (best)" if improved else "")
-        if progress:
+        if progress if epoch_lines is None else epoch_lines:
             tqdm.write(f"{desc} epoch {epoch}: loss {rec.loss:.4f}  dev {dev:.4f}"
                        f"{'  *' if improved else ''}  ({rec.seconds:.0f}s)")
         if improved:
