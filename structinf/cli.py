@@ -29,6 +29,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
+from . import pretrained
 from .experiments import commands
 from .experiments.naming import TASKS as TASK_NAMES
 from .train import ENERGY_TRAIN_DEFAULTS, TrainConfig
@@ -107,7 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="score a trained energy on a split",
                        description="Decode a split with an inference method and report the "
                                    "task metric and the average energy.")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=pretrained.resolve, required=True,
+                   help="checkpoint folder, or the name of a model shipped with structinf "
+                        f"({', '.join(pretrained.PRETRAINED)})")
     p.add_argument("--split", choices=("dev", "test", "both"), default="test")
     p.add_argument("--method", choices=("viterbi", "gd"), default="viterbi")
     p.add_argument("--iterations", type=int, default=50, help="gradient-descent iterations")
@@ -119,7 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Read one sentence per line (tokens separated by whitespace) "
                                    "from a file or stdin; write token<TAB>label lines, a blank "
                                    "line after each sentence.")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=pretrained.resolve, required=True,
+                   help="checkpoint folder, or the name of a model shipped with structinf "
+                        f"({', '.join(pretrained.PRETRAINED)})")
     p.add_argument("input", nargs="?", default="-", help="input file (default: stdin)")
     p.add_argument("--output", default="-", help="output file (default: stdout)")
     p.add_argument("--batch-size", type=int, default=64)

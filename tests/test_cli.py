@@ -348,3 +348,15 @@ def test_help_states_the_defaults_and_no_progress_keeps_epoch_lines(capsys):
     for needle in ("(default: twitter-pos)", "(default: blstm-crf+)", "twitter-pos: 80",
                    "twitter-pos: 0.002", "twitter-pos: 10", "still prints one line per epoch"):
         assert needle in text, needle
+
+
+def test_shipped_twitter_pos_model_tags_and_reproduces_its_accuracy(capsys, monkeypatch):
+    import io as _io
+
+    import structinf.cli as cli_mod
+
+    monkeypatch.setattr("sys.stdin", _io.StringIO("I love this !\n"))
+    assert cli_mod.main(["tag", "--checkpoint", "twitter-pos"]) == 0
+    assert capsys.readouterr().out == "I\tO\nlove\tV\nthis\tO\n!\t,\n\n"
+    assert cli_mod.main(["evaluate", "--checkpoint", "twitter-pos", "--split", "test"]) == 0
+    assert "accuracy 0.8735" in capsys.readouterr().out  # the number in its config.json

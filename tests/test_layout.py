@@ -20,7 +20,7 @@ PKG = ROOT / "structinf"
 # before the models because a BLSTM-CRF is built from them; metrics, io and masks are
 # leaves that any layer uses.
 RANKS = [
-    (0, ("structinf.masks", "structinf.io", "structinf.metrics")),
+    (0, ("structinf.masks", "structinf.io", "structinf.metrics", "structinf.pretrained")),
     (1, ("structinf.data",)),
     (2, ("structinf.constraints", "structinf.torch_ops", "structinf.ops", "structinf.energy",
          "structinf.crf", "structinf._C")),
