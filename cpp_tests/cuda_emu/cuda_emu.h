@@ -2,22 +2,26 @@
 // AddressSanitizer.
 //
 // Every CUDA thread of a block is a std::thread (from a pool kept across
-// launches) and the blocks of a grid run one after another. Barriers (__syncthreads, __syncwarp) are a mutex and a
-// condition variable, so the sanitizers see the ordering they create; a warp
-// shuffle is a write to a per-warp slot array between two warp barriers.
-// Dynamic shared memory is new[]'d per block at exactly the launch size and
-// filled with 0xFF (NaN as float or double), so a read past it or of an
-// unwritten entry shows up. The emulator aborts with a message on a barrier
-// reached after another thread of its block (or warp) exited, on threads of a
-// block waiting at different __syncthreads, on a barrier that does not
-// complete within SI_EMU_TIMEOUT_S seconds (deadlock), and on a shuffle whose
-// mask is not the warp's lanes.
+// launches) and the blocks of a grid run one after another. Barriers
+// (__syncthreads, __syncwarp) are mutexes and condition variables, so the
+// sanitizers see the ordering they create; a warp shuffle writes the lane's
+// value to a per-warp slot array, passes a warp barrier and reads the source
+// lane's slot (two slot sets alternate, so the next shuffle cannot overwrite
+// a slot still to be read). Dynamic shared memory is new[]'d per block at
+// exactly the launch size and filled with 0xFF (NaN as float or double), so
+// a read past it or of an unwritten entry shows up; static __shared__ arrays
+// (SI_SHARED in compat.cuh) likewise. The emulator aborts with a message on a
+// barrier reached after another thread of its block (or warp) exited, on a
+// thread exiting while others wait for it, on threads of a block waiting at
+// different __syncthreads, on a barrier that does not complete within
+// SI_EMU_TIMEOUT_S seconds (deadlock; default 60) and on a shuffle whose mask
+// is not the warp's lanes. A launch over the shared memory limits (48 KB
+// without cudaFuncSetAttribute, 227 KB with it) fails as on the device.
 #pragma once
 
 #include <algorithm>
 #include <atomic>
 #include <chrono>
-#include <climits>
 #include <cmath>
 #include <condition_variable>
 #include <cstdint>

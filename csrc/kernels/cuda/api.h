@@ -24,7 +24,7 @@
 // Statuses returned here: kOk; kCudaLaunchError when a launch or an attribute
 // call failed (the CUDA error is left in place, read it with cudaGetLastError);
 // kCudaUnsupported when the requested variant cannot run this problem (e.g.
-// kWarp with L > 32) or L exceeds 65535.
+// kWarp with L > 32), L exceeds 65535 or B exceeds 2^31 - 1 (blocks).
 #pragma once
 
 #include <cstddef>
