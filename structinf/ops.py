@@ -153,6 +153,52 @@ if HAS_EXTENSION:
         return (torch.empty_like(p), torch.empty_like(p), p.new_empty((L, L)), p.new_empty((L,)),
                 p.new_empty((L,)))
 
+    # relaxed_energy on CUDA: composed of ATen ops (the same mathematics as the CPU
+    # kernel: p, E(p) and dE/dinput at a unit incoming gradient; the backward only
+    # scales them), so the op and its autograd run on GPU tensors. Not a fused
+    # kernel: one pass per ATen op over (B, T, L).
+    def _relaxed_energy_and_grad_composite(input, emissions, transitions, start, end,
+                                           lengths, probs=False):
+        _check_relaxed_energy(input, emissions, transitions, start, end, lengths, probs)
+        live = torch_ops.length_mask(lengths.to(emissions.device), emissions.shape[1])[..., None]
+        p = torch.where(live, input if probs else torch.softmax(input, -1), 0.0)
+        energy = torch_ops.relaxed_energy_vectorized(emissions, transitions, start, end,
+                                                     lengths, p)
+        B, T, L = emissions.shape
+        # s_t = dscore/dp_t: the emission, the neighbours through W, start and end.
+        s = torch.where(live, emissions, 0.0).clone()
+        s[:, 1:] += p[:, :-1] @ transitions
+        s[:, :-1] += p[:, 1:] @ transitions.T
+        s[:, 0] += start
+        last = (lengths.to(p.device) - 1).view(B, 1, 1).expand(B, 1, L)
+        s.scatter_add_(1, last, end.expand(B, 1, L).to(s.dtype))
+        d = torch.where(live, -s, 0.0)
+        grad = d if probs else p * (d - (p * d).sum(-1, keepdim=True))
+        return energy, p, grad
+
+    def _relaxed_energy_backward_composite(grad_energy, p, input_grad, lengths, output_mask):
+        B, T, L = p.shape
+        g = grad_energy.to(p.dtype).view(B, 1, 1)
+        last = (lengths.to(p.device) - 1).view(B, 1, 1).expand(B, 1, L)
+        gp = g * p
+        out = (g * input_grad, -gp,
+               -(p[:, :-1].transpose(1, 2) @ (g * p[:, 1:])).sum(0),
+               -gp[:, 0].sum(0), -gp.gather(1, last).squeeze(1).sum(0))
+        return tuple(o if want else torch.zeros_like(o) for o, want in zip(out, output_mask))
+
+    def _relaxed_energy_composite(input, emissions, transitions, start, end, lengths,
+                                  probs=False):
+        return _relaxed_energy_and_grad_composite(input, emissions, transitions, start, end,
+                                                  lengths, probs)[0]
+
+    if not torch._C._dispatch_has_kernel_for_dispatch_key("structinf::relaxed_energy", "CUDA"):
+        torch.library.register_kernel("structinf::relaxed_energy", "cuda",
+                                      _relaxed_energy_composite)
+        torch.library.register_kernel("structinf::relaxed_energy_and_grad", "cuda",
+                                      _relaxed_energy_and_grad_composite)
+        torch.library.register_kernel("structinf::relaxed_energy_backward", "cuda",
+                                      _relaxed_energy_backward_composite)
+
     # The autograd formulas of crf_forward_backward and relaxed_energy are
     # registered in C++ (csrc/bindings/autograd.cpp): Python-level autograd
     # cost ~0.2 ms a call.

@@ -17,6 +17,7 @@ from torch import Tensor
 from .masks import length_mask
 
 __all__ = [
+    "length_mask",
     "viterbi_vectorized",
     "kbest_vectorized",
     "log_partition_vectorized",

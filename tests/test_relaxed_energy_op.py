@@ -385,3 +385,29 @@ def test_torch_compile_fullgraph():
      + ops.relaxed_energy(probs, ys[1], ys[2], st, en, lens, probs=True)).sum().backward()
     for a, b in zip(zs, ys):
         torch.testing.assert_close(a.grad, b.grad)
+
+
+@pytest.mark.parametrize("probs", [False, True])
+def test_cuda_composite_matches_the_cpu_kernel(probs):
+    """The ATen composition registered for relaxed_energy on CUDA, run here on CPU
+    tensors, against the CPU kernel: energy, p, dE/dinput and every backward output."""
+    from structinf import ops as _ops
+
+    g = torch.Generator().manual_seed(3)
+    B, T, L = 3, 5, 4
+    em = torch.randn(B, T, L, generator=g, dtype=torch.float64)
+    tr, st_, en = (torch.randn(*s, generator=g, dtype=torch.float64) for s in ((L, L), (L,), (L,)))
+    lens = torch.tensor([5, 1, 3])
+    x = torch.randn(B, T, L, generator=g, dtype=torch.float64)
+    if probs:
+        x = x.softmax(-1)
+    want = torch.ops.structinf.relaxed_energy_and_grad(x, em, tr, st_, en, lens, probs)
+    got = _ops._relaxed_energy_and_grad_composite(x, em, tr, st_, en, lens, probs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b)
+    ge = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+    mask = [True, True, True, True, True]
+    want_b = torch.ops.structinf.relaxed_energy_backward(ge, *want[1:], lens, mask)
+    got_b = _ops._relaxed_energy_backward_composite(ge, *got[1:], lens, mask)
+    for a, b in zip(got_b, want_b):
+        torch.testing.assert_close(a, b)
