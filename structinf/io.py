@@ -372,14 +372,18 @@ def save_checkpoint(path: os.PathLike, model: nn.Module, *, extra: Dict[str, Any
         files[TRAINING_STATE] = tblob
         files[TRAINING_META] = (json.dumps(info, indent=2, sort_keys=True) + "\n").encode()
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        tmp = _sibling(path, "tmp")
-        try:
-            os.mkdir(tmp, 0o777)  # 0777 & ~umask (mkdtemp's 0700 would leak through)
-            break
-        except FileExistsError:
-            continue
+    tmp = None
     try:
+        # Ctrl-C held back while the folder is made and named: no interrupt can
+        # leave a folder that the cleanup below does not know of.
+        with _interrupts_deferred():
+            while tmp is None:
+                candidate = _sibling(path, "tmp")
+                try:
+                    os.mkdir(candidate, 0o777)  # 0777 & ~umask (mkdtemp's 0700 leaks)
+                    tmp = candidate
+                except FileExistsError:
+                    continue
         for fname, data in files.items():
             _write_new(tmp / fname, data)
         if replacing and carry_over and path.is_dir():
@@ -389,8 +393,9 @@ def save_checkpoint(path: os.PathLike, model: nn.Module, *, extra: Dict[str, Any
             _swap_in(tmp, path)
             _fsync_dir(path.parent)
     finally:
-        if os.path.lexists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        if tmp is not None and os.path.lexists(tmp):
+            with _interrupts_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
