@@ -319,7 +319,10 @@ def test_sigint_to_a_training_process(tmp_path, data_dir):
     proc = subprocess.Popen(
         [sys.executable, "-m", "structinf.cli", "train-crf", *TRAIN, "--epochs", "500",
          "--patience", "500", "--data-dir", str(data_dir), "--out", str(out)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        # A background job inherits SIGINT ignored, and Python then installs no
+        # KeyboardInterrupt handler: give the child the default disposition.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 300
         while not (out / "config.json").is_file():
