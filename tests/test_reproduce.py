@@ -28,6 +28,11 @@ def test_reproduce_tiny_study_and_resume(tmp_path):
         json.loads((results / f"{name}.json").read_text())
     assert (results / "figure1.png").stat().st_size > 0
     assert (results / "figure2.png").stat().st_size > 0
+    from structinf.experiments.reproduce import headline
+
+    line = headline(results)
+    t4 = json.loads((results / "table4.json").read_text())
+    assert f"Viterbi {100 * t4['viterbi']:.1f}" in line and "infnet+ (" in line
     t6 = json.loads((results / "table6.json").read_text())
     assert set(t6["tailor"]["per_n"]) == {"2", "3"} and set(t6["warm"]["per_n"]) == {"2", "3"}
     # The oracle is an upper bound of the dev-tuned setting on the same runs.

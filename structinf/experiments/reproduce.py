@@ -572,6 +572,16 @@ def run(args) -> int:
     study = Study(plan, results, runs, data_dir=args.data_dir, device=args.device,
                   progress=not args.no_progress)
     out = study.run()
-    print(f"structinf reproduce ({'quick, ' if quick else ''}{task}): results in {out} "
-          f"({time.perf_counter() - start:.0f} s)")
+    print(f"structinf reproduce ({'quick, ' if quick else ''}{task}): {headline(out)}; "
+          f"results in {out}, checkpoints in {runs} ({time.perf_counter() - start:.0f} s)")
     return 0
+
+
+def headline(results: Path) -> str:
+    """The study's main numbers in one phrase: Table 4's test scores (BLSTM-CRF+ energy)."""
+    t4 = json.loads((Path(results) / "table4.json").read_text())
+    pct = lambda x: f"{100 * x:.1f}"  # noqa: E731
+    return (f"test score, BLSTM-CRF+ energy: Viterbi {pct(t4['viterbi'])}, infnet+ "
+            f"({t4['arch']}) {pct(t4['infnet']['test']['score'])}, gradient descent "
+            f"(dev-tuned) {pct(t4['gd']['dev_tuned']['score'])}, local baseline "
+            f"{pct(t4['local']['test']['score'])}")
