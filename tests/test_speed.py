@@ -245,3 +245,16 @@ def test_render_table3(tmp_path):
                          examples_per_second=b["extra_info"]["examples"] / median))
     bench = {"suite": "table3", "command": "structinf bench", "results": rows}
     assert "paper 1,923" in render.render(bench)
+
+
+def test_bench_times_the_quick_studys_models_when_there_is_no_full_study(tmp_path):
+    from structinf.experiments.speed import study_folder
+
+    runs = tmp_path / "runs"
+    assert study_folder("twitter-pos", runs) == "twitter-pos"
+    (runs / "quick-twitter-pos" / "energy-crf").mkdir(parents=True)
+    (runs / "quick-twitter-pos" / "energy-crf" / "config.json").write_text("{}")
+    assert study_folder("twitter-pos", runs) == "quick-twitter-pos"
+    (runs / "twitter-pos" / "energy-crf").mkdir(parents=True)
+    (runs / "twitter-pos" / "energy-crf" / "config.json").write_text("{}")
+    assert study_folder("twitter-pos", runs) == "twitter-pos"

@@ -80,6 +80,7 @@ __all__ = [
     "ModelSource",
     "SpeedModels",
     "load_speed_models",
+    "study_folder",
     "time_method",
     "method_models",
     "paper_examples_per_second",
@@ -403,6 +404,16 @@ def _fresh(build: Callable[[], nn.Module], seed: int) -> nn.Module:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return build()
+
+
+def study_folder(task: str, runs_dir="runs") -> str:
+    """The study folder to time for ``task``: the full study's (``<task>``) when its
+    energy checkpoint is there, else the quick study's (``quick-<task>``, what
+    ``structinf`` with no arguments writes) when that one is, else ``<task>``."""
+    for folder in (task, f"quick-{task}"):
+        if (Path(runs_dir) / folder / Study.energy_name(False) / "config.json").is_file():
+            return folder
+    return task
 
 
 def load_speed_models(task: str, results_dir="results", runs_dir="runs",
@@ -771,8 +782,12 @@ def run(args) -> int:
             skipped.append({"task": task, "reason": "data not available"})
             continue
         start = time.perf_counter()
+        folder = study_folder(task, args.runs)
+        if folder != task:
+            print(f"{task}: no full study's checkpoints in {Path(args.runs) / task}; "
+                  f"timing the quick study's, in {Path(args.runs) / folder}")
         models = load_speed_models(task, args.results, args.runs, args.device,
-                                   data_dir=args.data_dir)
+                                   data_dir=args.data_dir, folder=folder)
         summaries[task] = models.summary()
         untrained = [r for r, s in models.sources.items() if not s.trained]
         print(f"{task}: {models.test_size} test sentences, L={len(models.prepared.labels.labels)}"
