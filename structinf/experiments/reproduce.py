@@ -412,7 +412,10 @@ class Study:
             recs = {n: SentenceRecords(len(self.p.encoded[split]), ("energy", "relaxed"))
                     for n in ns}
             seconds = {n: 0.0 for n in ns}
-            for batch in iterate(self.p.encoded[split], bs, self.device):
+            batches = list(iterate(self.p.encoded[split], bs, self.device))
+            label = "instance tailoring" if kind == "tailor" else "warm starts"
+            for batch in tqdm(batches, desc=f"{label} ({split}, lr {lr:g})", leave=False,
+                              disable=not self.progress, dynamic_ncols=True):
                 start = time.perf_counter()
                 with torch.no_grad():
                     e = energy_model.energy(batch).detach()
