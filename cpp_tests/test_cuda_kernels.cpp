@@ -20,21 +20,20 @@
 
 #include "kernels/cpu/api.h"
 #include "kernels/cuda/api.h"
+#include "test_util.h"
 
 using namespace structinf;
 using cuda::Variant;
+using test::failures;
 
 namespace {
 
-int failures = 0;
 int checks = 0;
 
+// test::expect, counting every check (the run reports how many it made).
 void expect(bool ok, const std::string& what) {
   ++checks;
-  if (!ok) {
-    if (failures < 40) std::printf("  FAIL: %s\n", what.c_str());
-    ++failures;
-  }
+  test::expect(ok, what);
 }
 
 const char* variant_name(Variant v) {
@@ -92,19 +91,7 @@ struct Problem {
   std::vector<int64_t> len;
   std::vector<char> allowed;  // empty: no mask
 
-  EnergyView<T> view() const {
-    EnergyView<T> v;
-    v.B = B;
-    v.T = T_;
-    v.L = L;
-    v.emissions = em.data();
-    v.transitions = tr.data();
-    v.start = st.data();
-    v.end = en.data();
-    v.lengths = len.data();
-    v.allowed = allowed.empty() ? nullptr : reinterpret_cast<const bool*>(allowed.data());
-    return v;
-  }
+  EnergyView<T> view() const { return test::energy_view(B, T_, L, em, tr, st, en, len, allowed); }
   bool ok(int64_t i, int64_t j) const { return allowed.empty() || allowed[i * L + j]; }
   std::string tag() const {
     return std::string(dtype_name<T>()) + " B=" + std::to_string(B) + " T=" + std::to_string(T_) +

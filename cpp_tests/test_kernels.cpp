@@ -11,19 +11,14 @@
 #include <vector>
 
 #include "kernels/cpu/api.h"
+#include "test_util.h"
 
 using namespace structinf;
+using test::expect;
+using test::failures;
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) {
-    std::printf("  FAIL: %s\n", what.c_str());
-    ++failures;
-  }
-}
 
 // Relative tolerance of a kernel result in S against a float64 oracle.
 template <typename S>
@@ -42,19 +37,7 @@ struct Problem {
   std::vector<int64_t> len;
   std::vector<char> allowed;  // empty: no mask
 
-  EnergyView<double> view() const {
-    EnergyView<double> v;
-    v.B = B;
-    v.T = T;
-    v.L = L;
-    v.emissions = em.data();
-    v.transitions = tr.data();
-    v.start = st.data();
-    v.end = en.data();
-    v.lengths = len.data();
-    v.allowed = allowed.empty() ? nullptr : reinterpret_cast<const bool*>(allowed.data());
-    return v;
-  }
+  EnergyView<double> view() const { return test::energy_view(B, T, L, em, tr, st, en, len, allowed); }
 };
 
 // A problem's scores in S (the kernels' input), and their view.
@@ -62,17 +45,7 @@ template <typename S>
 struct Cast {
   std::vector<S> em, tr, st, en;
   EnergyView<S> view(const Problem& p) const {
-    EnergyView<S> v;
-    v.B = p.B;
-    v.T = p.T;
-    v.L = p.L;
-    v.emissions = em.data();
-    v.transitions = tr.data();
-    v.start = st.data();
-    v.end = en.data();
-    v.lengths = p.len.data();
-    v.allowed = p.allowed.empty() ? nullptr : reinterpret_cast<const bool*>(p.allowed.data());
-    return v;
+    return test::energy_view(p.B, p.T, p.L, em, tr, st, en, p.len, p.allowed);
   }
 };
 

@@ -13,19 +13,14 @@
 #include <vector>
 
 #include "kernels/cpu/api.h"
+#include "test_util.h"
 
 using namespace structinf;
+using test::expect;
+using test::failures;
 
 namespace {
 
-int failures = 0;
-
-void expect(bool ok, const std::string& what) {
-  if (!ok) {
-    std::printf("  FAIL: %s\n", what.c_str());
-    ++failures;
-  }
-}
 
 bool close(double a, double b, double tol) { return std::fabs(a - b) <= tol * (1 + std::fabs(b)); }
 
@@ -36,18 +31,7 @@ struct Problem {
   std::vector<T> x, em, tr, st, en;
   std::vector<int64_t> len;
 
-  EnergyView<T> view() const {
-    EnergyView<T> v;
-    v.B = B;
-    v.T = T_;
-    v.L = L;
-    v.emissions = em.data();
-    v.transitions = tr.data();
-    v.start = st.data();
-    v.end = en.data();
-    v.lengths = len.data();
-    return v;
-  }
+  EnergyView<T> view() const { return test::energy_view(B, T_, L, em, tr, st, en, len); }
 
   template <typename U>
   Problem<U> cast() const {
