@@ -177,6 +177,17 @@ def _setup(args) -> None:
         _check_device(args.device)
     if threads:
         torch.set_num_threads(threads)
+    from . import distributed
+
+    if distributed.launched():
+        if args.command not in DISTRIBUTED_COMMANDS:
+            raise ValueError(f"{args.command} runs in one process; launch it without torchrun "
+                             f"(under torchrun: {', '.join(DISTRIBUTED_COMMANDS)})")
+        _, args.device = distributed.init_from_env(getattr(args, "device", None) or "cpu")
+
+
+#: The commands that share their work among the processes torchrun starts.
+DISTRIBUTED_COMMANDS = ("train-crf", "evaluate", "tag", "reproduce")
 
 
 def _fingerprint(folder: Path):
@@ -215,6 +226,9 @@ def cmd_train_crf(args) -> int:
     from .io import (CheckpointError, check_replaceable, previous_checkpoint, read_checkpoint_meta,
                      write_json_atomic)
 
+    from . import distributed
+
+    main = distributed.is_main()
     out = args.out or Path("runs") / args.task / args.model
     args.out = out
     if args.resume and args.overwrite:
@@ -247,16 +261,21 @@ def cmd_train_crf(args) -> int:
     if args.embeddings is not None:
         loaded = load_embeddings(args.embeddings, p.words)
         vectors, word_dim = loaded.weight, loaded.weight.shape[1]
-        print(f"loaded {loaded.hits} of {len(p.words)} word vectors from {args.embeddings}")
+        if main:
+            print(f"loaded {loaded.hits} of {len(p.words)} word vectors from {args.embeddings}")
     start = time.perf_counter()
     model, history = train_energy(
         p, plus=args.model.endswith("+"), out=out, cfg=cfg, hidden=args.hidden,
         word_dim=word_dim, constrained=args.constrained, progress=not args.no_progress,
         device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings,
         resume=args.resume, epoch_lines=True)
-    scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device))
+    scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device,
+                                                 shard=True))
               for split in ("dev", "test")}
+    if not main:
+        return 0
     result = {"task": args.task, "model": args.model, "checkpoint": str(out),
+              "processes": distributed.context().world_size,
               "metric": p.task.metric, "dev": scores["dev"], "test": scores["test"],
               "epochs_run": len(history), "best_epoch": max(history, key=lambda r: r.dev).epoch,
               "train_seconds": time.perf_counter() - start, "train_config": cfg.to_dict(),
@@ -270,34 +289,37 @@ def cmd_train_crf(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
-    from . import decode
+    from . import decode, distributed
     from .io import write_json_atomic
-    from .evaluate import predict, score_ids
+    from .evaluate import SentenceRecords, iterate, score_ids
     from .data import prepare_from_extra
 
+    main = distributed.is_main()
     model, extra = _load_for("evaluate", args.checkpoint, args.device, energy=True)
     p = prepare_from_extra(extra, data_dir=args.data_dir)
     splits = ("dev", "test") if args.split == "both" else (args.split,)
     out = {"checkpoint": str(args.checkpoint), "task": p.task.name, "method": args.method}
     for split in splits:
-        energies: List[float] = []
-
-        def run(batch):
-            energy = model.energy(batch).detach()
-            if args.method == "viterbi":
-                labels = decode.viterbi(energy).labels
-            else:
-                labels = decode.gradient_descent(energy, iterations=args.iterations,
-                                                 lr=args.lr, seed=0).labels
-            energies.extend(energy.energy(labels).tolist())
-            return labels
-
-        pred = predict(run, p.encoded[split], device=args.device)
-        score = score_ids(p, split, pred)
-        out[split] = {p.task.metric: score, "avg_energy": sum(energies) / len(energies)}
-        print(f"{p.task.name} {split} {args.method}: {p.task.metric} {score:.4f}, "
-              f"average energy {out[split]['avg_energy']:.3f}")
-    if args.json_out:
+        encoded = p.encoded[split]
+        rec = SentenceRecords(len(encoded), ("energy",))
+        with torch.no_grad():
+            # Under torchrun each rank decodes its share of the batches (the
+            # batches of one process); the gather puts them in corpus order.
+            for batch in iterate(encoded, 64, args.device, shard=True):
+                energy = model.energy(batch).detach()
+                if args.method == "viterbi":
+                    labels = decode.viterbi(energy).labels
+                else:
+                    labels = decode.gradient_descent(energy, iterations=args.iterations,
+                                                     lr=args.lr, seed=0).labels
+                rec.add(batch, labels, energy=energy.energy(labels))
+        rec.gather()
+        score = score_ids(p, split, rec.labels)
+        out[split] = {p.task.metric: score, "avg_energy": float(rec.values["energy"].mean())}
+        if main:
+            print(f"{p.task.name} {split} {args.method}: {p.task.metric} {score:.4f}, "
+                  f"average energy {out[split]['avg_energy']:.3f}")
+    if args.json_out and main:
         write_json_atomic(args.json_out, out)
     return 0
 
@@ -307,23 +329,30 @@ def _read_sentences(stream) -> List[List[str]]:
 
 
 def cmd_tag(args) -> int:
+    from . import distributed
     from .data import Sentence, Vocab, LabelSet, encode_sentences
     from .data import MAX_WORD_LEN
     from .evaluate import predict
 
+    main = distributed.is_main()
     model, extra = _load_for("tag", args.checkpoint, energy=False)
     words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])
     labels = LabelSet.from_dict(extra["labels"])
-    if args.input == "-":
-        sentences = _read_sentences(sys.stdin)
-    else:
-        with open(args.input, encoding="utf-8") as f:
-            sentences = _read_sentences(f)
+    sentences: Optional[List[List[str]]] = None
+    if main:  # rank 0 reads (stdin reaches it alone) and hands the text to the others
+        if args.input == "-":
+            sentences = _read_sentences(sys.stdin)
+        else:
+            with open(args.input, encoding="utf-8") as f:
+                sentences = _read_sentences(f)
+    sentences = distributed.broadcast_object(sentences)
     if not sentences:
         return 0
     encoded = encode_sentences([Sentence(tokens) for tokens in sentences],
                                words, None, chars, MAX_WORD_LEN)
-    pred = predict(model.decode, encoded, args.batch_size)
+    pred = predict(model.decode, encoded, args.batch_size, shard=True)
+    if not main:
+        return 0
     lines = []
     for tokens, ids in zip(sentences, pred):
         lines.extend(f"{tok}\t{lab}" for tok, lab in zip(tokens, labels.decode(ids)))
@@ -384,6 +413,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         print(f"structinf {args.command}: error: {_message(exc)}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    finally:
+        from . import distributed
+
+        distributed.maybe_destroy()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,8 @@ PKG = ROOT / "structinf"
 # before the models because a BLSTM-CRF is built from them; metrics, io and masks are
 # leaves that any layer uses.
 RANKS = [
-    (0, ("structinf.masks", "structinf.io", "structinf.metrics", "structinf.pretrained")),
+    (0, ("structinf.masks", "structinf.io", "structinf.metrics", "structinf.pretrained",
+         "structinf.distributed")),
     (1, ("structinf.data",)),
     (2, ("structinf.constraints", "structinf.torch_ops", "structinf.ops", "structinf.energy",
          "structinf.crf", "structinf._C")),
@@ -29,7 +30,7 @@ RANKS = [
     (5, ("structinf.evaluate",)),
     (6, ("structinf.train",)),
     (7, ("structinf.experiments",)),
-    (8, ("structinf.cli",)),
+    (8, ("structinf.cli", "structinf.__main__")),
     (9, ("structinf.reference",)),  # oracles: nothing in the library imports them
 ]
 

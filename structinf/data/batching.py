@@ -110,6 +110,19 @@ class Batch:
 
         return Batch(move(self.words), move(self.chars), move(self.tags), move(self.lengths), move(self.indices))
 
+    def rows(self, start: int, stop: int) -> "Batch":
+        """Rows ``start:stop`` as a batch of their own, padded as in this one (the
+        share of one process when a global batch is split across processes)."""
+        if not 0 <= start < stop <= len(self):
+            raise ValueError(f"Batch.rows: rows {start}:{stop} are not a non-empty part of a "
+                             f"batch of {len(self)}")
+
+        def cut(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t[start:stop]
+
+        return Batch(cut(self.words), cut(self.chars), cut(self.tags), cut(self.lengths),
+                     cut(self.indices))
+
 
 def collate(encoded: Sequence[EncodedSentence], indices: Sequence[int]) -> Batch:
     """Pad the sentences ``encoded[i] for i in indices`` into one :class:`Batch`.

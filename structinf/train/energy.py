@@ -75,7 +75,7 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:
-        return score_ids(p, "dev", predict(m.decode, dev, device=device))
+        return score_ids(p, "dev", predict(m.decode, dev, device=device, shard=True))
 
     history = fit(model, p.encoded["train"], lambda m, b: m.loss(b), dev_score, cfg,
                   checkpoint=out, extra=p.vocab_extra(), progress=progress,

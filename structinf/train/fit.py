@@ -12,6 +12,17 @@ Python or NumPy generator is used). Runs are reproducible bit for bit on the
 CPU for a given seed and thread count, and a training interrupted at any
 moment and resumed from its checkpoint ends with the same weights as one
 that never stopped.
+
+Under ``torchrun`` (after :func:`structinf.distributed.init_from_env`) the same
+loop trains with DistributedDataParallel: every process draws the same global
+batches of ``world_size * batch_size`` sentences from the same seeded generator
+(length-bucketed as in one process; singletons replaced on the global batch),
+takes its contiguous share of each, and the loss is weighted so that the
+averaged gradients are those of the global batch's mean: N processes with
+batch b step as one process with batch N*b does (up to float rounding and the
+dropout masks, which each process draws for its own rows). The dev score is
+computed across the processes and rank 0's value decides early stopping for
+all; rank 0 alone writes the checkpoint, the epoch lines and the progress bar.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .. import distributed
 from ..data import Batch, EncodedSentence, bucket_batches, collate
 from ..data.vocab import UNK_ID
 from ..io import CheckpointError, load_training_state, save_checkpoint
@@ -86,6 +98,25 @@ def seed_everything(seed: int) -> None:
         torch.cuda.manual_seed_all(seed)
 
 
+#: Under torchrun, rank r seeds torch's global generator (dropout) with
+#: seed + r * RANK_SEED_STRIDE, so that the processes draw different masks; the
+#: generator of the batches is seeded alike on every rank.
+RANK_SEED_STRIDE = 1_000_003
+
+
+class _Loss(nn.Module):
+    """``loss_fn(model, batch)`` as a module's forward, so that DistributedDataParallel
+    (which hooks its reduction onto the forward) can wrap it."""
+
+    def __init__(self, model: nn.Module, loss_fn: Callable[[nn.Module, Batch], Tensor]):
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Batch) -> Tensor:
+        return self.loss_fn(self.model, batch)
+
+
 def singleton_ids(encoded: Sequence[EncodedSentence]) -> Tensor:
     """Word ids that occur exactly once in ``encoded`` (sorted, int64)."""
     counts: Dict[int, int] = {}
@@ -129,11 +160,16 @@ def _training_state(model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Gen
             else:
                 plain.setdefault(str(index), {})[key] = value
     tensors["rng.torch"] = torch.get_rng_state()
+    ranks = distributed.all_gather_objects(torch.get_rng_state())
+    if len(ranks) > 1:
+        for r, rng in enumerate(ranks):
+            tensors[f"rng.torch.rank{r}"] = rng
     tensors["rng.batches"] = gen.get_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, rng in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = rng
-    info = {"epoch": epoch, "optimizer": {"class": type(opt).__name__,
+    info = {"epoch": epoch, "world_size": len(ranks),
+            "optimizer": {"class": type(opt).__name__,
                                           "param_groups": osd["param_groups"], "state": plain}}
     return tensors, info
 
@@ -167,7 +203,20 @@ def _restore_training_state(where: Path, saved, model: nn.Module, opt: torch.opt
             opt.load_state_dict({"state": state, "param_groups": saved_opt["param_groups"]})
             for group, own in zip(opt.param_groups, settings):
                 group.update(own)
-        torch.set_rng_state(tensors["rng.torch"])
+        ctx = distributed.context()
+        own = tensors.get(f"rng.torch.rank{ctx.rank}")
+        if own is not None and info.get("world_size", 1) == ctx.world_size:
+            torch.set_rng_state(own)
+        elif ctx.world_size == 1 and info.get("world_size", 1) == 1:
+            torch.set_rng_state(tensors["rng.torch"])
+        else:
+            # Another number of processes: the batches go on as saved, the
+            # dropout masks cannot, and are drawn afresh for each rank.
+            logger.warning("%s: saved by %s process(es), resumed by %d: dropout draws "
+                           "afresh", where, info.get("world_size", 1), ctx.world_size)
+            torch.set_rng_state(tensors["rng.torch"])
+            if ctx.rank > 0:
+                seed_everything(int(torch.randint(2**31, ())) + ctx.rank * RANK_SEED_STRIDE)
         gen.set_state(tensors["rng.batches"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(f"{where}: the training state does not fit this model and "
@@ -178,6 +227,17 @@ def _restore_training_state(where: Path, saved, model: nn.Module, opt: torch.opt
         cuda.append(tensors[f"rng.cuda.{len(cuda)}"])
     if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda)
+
+
+def _share(batch: Batch, ctx: distributed.Context):
+    """This rank's rows of a global batch, and their weight: the fraction of the
+    global batch they are. A rank left without rows (a last batch smaller than
+    the world) takes the first row with weight 0, so that it still joins the
+    gradient reduction."""
+    rows = distributed.shard_range(len(batch), ctx.rank, ctx.world_size)
+    if len(rows) == 0:
+        return batch.rows(0, 1), 0.0
+    return batch.rows(rows.start, rows.stop), len(rows) / len(batch)
 
 
 def epochs_since_best(history: Sequence[dict]) -> int:
@@ -226,10 +286,19 @@ def fit(
     Returns:
         One :class:`EpochRecord` per epoch, the resumed ones included.
     """
+    ctx = distributed.context()
+    main = ctx.main
+    progress = progress and main
     history: List[EpochRecord] = [EpochRecord(**h) for h in (resume or [])]
     first = len(history) + 1
-    seed_everything(cfg.seed + first - 1)
+    seed_everything(cfg.seed + first - 1 + ctx.rank * RANK_SEED_STRIDE)
     gen = torch.Generator().manual_seed(cfg.seed + first - 1)
+    step = _Loss(model, loss_fn)
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        dev = torch.device(device)
+        step = DistributedDataParallel(step, device_ids=[dev] if dev.type == "cuda" else None)
     opt = _optimizer(model, cfg)
     singletons = singleton_ids(train) if cfg.unk_replace > 0 else torch.empty(0, dtype=torch.int64)
     best, best_state, stale = -math.inf, None, 0
@@ -253,36 +322,47 @@ def fit(
             group["lr"] = lr
         model.train()
         start = time.perf_counter()
-        batches = bucket_batches(train, cfg.batch_size, shuffle=True, generator=gen)
+        # Global batches of world_size * batch_size, the same on every rank.
+        batches = bucket_batches(train, cfg.batch_size * ctx.world_size, shuffle=True,
+                                 generator=gen)
         total, count = 0.0, 0
         bar = tqdm(batches, desc=f"{desc} {epoch}/{cfg.epochs}", disable=not progress,
                    leave=False, dynamic_ncols=True)
         for idx in bar:
             batch = replace_singletons(collate(train, idx), singletons, cfg.unk_replace, gen)
+            if ctx.active:
+                batch, weight = _share(batch, ctx)
             batch = batch.to(device)
-            loss = loss_fn(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"{desc}: loss became {loss.item()} at epoch {epoch}; "
+            loss = step(batch)
+            value = loss.item()
+            if ctx.active:
+                # loss_fn averages over its rows: weight the share so that the mean
+                # of the ranks' gradients (DDP's reduction) is the global batch's.
+                loss = loss * (weight * ctx.world_size)
+                value = distributed.all_sum([value * weight], device)[0]
+            if not math.isfinite(value):
+                raise FloatingPointError(f"{desc}: loss became {value} at epoch {epoch}; "
                                          "lower the learning rate")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.clip > 0:
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
             opt.step()
-            total += loss.item() * len(idx)
+            total += value * len(idx)
             count += len(idx)
             bar.set_postfix(loss=f"{total / count:.4f}", dev=f"{best:.4f}" if history else "-")
         bar.close()
         model.eval()
         with torch.no_grad():
             dev = float(dev_score(model))
+        dev = distributed.broadcast_object(dev)  # rank 0 decides early stopping for all
         improved = dev > best
         rec = EpochRecord(epoch, total / max(count, 1), dev, lr, time.perf_counter() - start,
                           improved)
         history.append(rec)
         logger.info("%s epoch %d: loss %.4f dev %.4f%s", desc, epoch, rec.loss, dev,
                     " (best)" if improved else "")
-        if progress if epoch_lines is None else epoch_lines:
+        if main and (progress if epoch_lines is None else epoch_lines):
             tqdm.write(f"{desc} epoch {epoch}: loss {rec.loss:.4f}  dev {dev:.4f}"
                        f"{'  *' if improved else ''}  ({rec.seconds:.0f}s)")
         if improved:
@@ -291,6 +371,8 @@ def fit(
         else:
             stale += 1
         if checkpoint is not None:
+            state = _training_state(model, opt, gen, epoch)  # every rank: it gathers RNGs
+        if checkpoint is not None and main:
             # Every epoch, improved or not: the history and the state to resume from
             # move on even when the best weights stay. A fresh training replaces
             # the folder's results.json (it described the replaced model); a
@@ -299,12 +381,13 @@ def fit(
             data["history"] = [asdict(h) for h in history]
             data["train_config"] = cfg.to_dict()
             save_checkpoint(checkpoint, model, state=best_state, extra=data, overwrite=True,
-                            training_state=_training_state(model, opt, gen, epoch),
+                            training_state=state,
                             carry_over=resume is not None)
         if on_epoch is not None:
             on_epoch(rec)
         if stale >= cfg.patience:
             break
+    distributed.barrier()  # the last checkpoint is written before any rank goes on
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()

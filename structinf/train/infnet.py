@@ -191,7 +191,7 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     dev = p.encoded["dev"]
 
     def dev_score(m: nn.Module) -> float:
-        return score_ids(p, "dev", predict(m.decode, dev, device=device))
+        return score_ids(p, "dev", predict(m.decode, dev, device=device, shard=True))
 
     state = {"lam": annealed_lambda(lam, len(prior or []) + 1, anneal)}
     if energy_model is None:
