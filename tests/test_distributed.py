@@ -6,6 +6,7 @@ torchrun-launched ``tag`` must write the bytes one process writes.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -226,6 +227,23 @@ def test_evaluate_and_train_crf_under_torchrun(tmp_path):
     b, extra = load_checkpoint(tmp_path / "two")
     _close(b.state_dict(), a.state_dict(), atol=1e-4)
     assert (tmp_path / "two" / "results.json").is_file()
+
+
+def test_train_infnet_under_torchrun_matches_one_process(tmp_path):
+    args = ("train-infnet", "--energy", "twitter-pos", "--arch", "cnn", "--epochs", "1",
+            "--hidden", "8", "--word-dim", "8", "--no-progress", "--threads", "1")
+    r1 = _structinf(*args, "--batch-size", "16", "--out", str(tmp_path / "one"))
+    r2 = _structinf(*args, "--batch-size", "8", "--out", str(tmp_path / "two"), procs=WORLD)
+    assert r1.returncode == 0, r1.stderr
+    assert r2.returncode == 0, r2.stderr
+    assert r2.stdout.count("best epoch") == 1, r2.stdout
+    a, _ = load_checkpoint(tmp_path / "one")
+    b, _ = load_checkpoint(tmp_path / "two")
+    _close(b.state_dict(), a.state_dict(), atol=1e-4)
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["processes"] == WORLD
+    # The network tags like an energy does.
+    r = _structinf("tag", "--checkpoint", str(tmp_path / "two"), stdin="lol that is gr8\n")
+    assert r.returncode == 0 and len(r.stdout.split("\n")) == 6, r.stderr
 
 
 def test_commands_that_do_not_share_their_work_refuse_torchrun():

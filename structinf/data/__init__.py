@@ -14,7 +14,8 @@ from .batching import (
     encode_sentences,
     iterate_batches,
 )
-from .embeddings import GLOVE_6B_50D, LoadedEmbeddings, load_embeddings, load_glove_6b_50d
+from .embeddings import (GLOVE_6B_50D, LoadedEmbeddings, embedding_words, load_embeddings,
+                         load_glove_6b_50d)
 from .prepared import MAX_WORD_LEN, VOCAB_DEFAULTS, Prepared, prepare, prepare_from_extra
 from .readers import (
     CONLL2003_TYPES,
@@ -80,6 +81,7 @@ __all__ = [
     "iob_to_bioes",
     "iterate_batches",
     "load_embeddings",
+    "embedding_words",
     "load_glove_6b_50d",
     "load_task",
     "prepare",

