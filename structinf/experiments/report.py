@@ -9,11 +9,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.transforms import Bbox  # noqa: E402
 
 from ..io import write_json_atomic, write_text_atomic
 from . import paper  # noqa: E402
 
-__all__ = ["Report"]
+__all__ = ["Report", "place_labels"]
 
 ARCH_NAMES = {"cnn": "CNN", "blstm": "BLSTM", "seq2seq": "seq2seq"}
 
@@ -38,6 +39,65 @@ def _strip(d):
     if isinstance(d, dict):
         return {k: _strip(v) for k, v in d.items() if k not in ("energies", "history")}
     return d
+
+
+def place_labels(ax, items, obstacles=(), fontsize: float = 7) -> list:
+    """Writes each ``(text, x, y, color)`` next to its point (data coordinates)
+    where it overlaps no other label, no marker and no ``obstacles`` (horizontal
+    error bars ``(x_min, x_max, y)``, data coordinates), trying offsets in rings
+    of growing distance; a label placed far from its point gets a thin line to
+    it. Call it after the axes' limits and layout are final. Returns the labels'
+    display-space bounding boxes."""
+    fig = ax.figure
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    to_px = ax.transData.transform
+    frame = ax.get_window_extent(renderer)
+    pad = 6.0  # pixels: a marker's half-size
+    taken = []
+    for _, x, y, _ in items:
+        px, py = to_px((x, y))
+        taken.append(Bbox.from_extents(px - pad, py - pad, px + pad, py + pad))
+    for x0, x1, y in obstacles:
+        (a, b), (c, _) = to_px((x0, y)), to_px((x1, y))
+        taken.append(Bbox.from_extents(a - 2, b - 3, c + 2, b + 3))
+    rings = [(r * dx, r * dy) for r in (5, 9, 14, 20, 28)
+             for dx, dy in ((1, 0.6), (1, -1.4), (-1, 0.6), (-1, -1.4), (0, 1.2), (0, -2),
+                            (1.6, 0), (-1.6, 0))]
+    boxes = []
+    for text, x, y, color in items:
+        if not text:
+            continue
+        best = None
+        for dx, dy in rings:
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=fontsize, color=color,
+                              ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                              va="center")
+            box = ann.get_window_extent(renderer).expanded(1.04, 1.08)
+            free = (frame.contains(box.x0, box.y0) and frame.contains(box.x1, box.y1)
+                    and not any(box.overlaps(b) for b in taken))
+            if free:
+                best = (ann, box)
+                if abs(dx) > 9 or abs(dy) > 12:  # away from its point: a line to it
+                    ann.remove()
+                    best = (ax.annotate(text, (x, y), xytext=(dx, dy),
+                                        textcoords="offset points", fontsize=fontsize,
+                                        color=color, va="center",
+                                        ha="left" if dx > 0 else "right" if dx < 0 else "center",
+                                        arrowprops=dict(arrowstyle="-", color=color, lw=0.7,
+                                                        shrinkA=1, shrinkB=3)), box)
+                break
+            ann.remove()
+        if best is None:  # crowded: the last ring, with a line to the point
+            dx, dy = rings[-1]
+            ann = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points",
+                              fontsize=fontsize, color=color, va="center",
+                              arrowprops=dict(arrowstyle="-", color=color, lw=0.7))
+            best = (ann, ann.get_window_extent(renderer))
+        taken.append(best[1])
+        boxes.append(best[1])
+    return boxes
 
 
 class Report:
@@ -175,19 +235,29 @@ class Report:
         self._write("perplexity", f"Search error vs perplexity: {self.task}", body, t)
 
     # ----------------------------------------------------------------- figures
+    def _scope(self) -> str:
+        return f"{self.task}, quick study" if self.plan.quick else self.task
+
     def figure1(self, f: Dict[str, Dict[int, dict]]) -> None:
-        fig, ax = plt.subplots(figsize=(5.5, 3.8))
+        fig, ax = plt.subplots(figsize=(7.2, 4.0))
+        hs_all = sorted({h for by_h in f.values() for h in by_h})
         for arch, by_h in f.items():
             hs = sorted(by_h)
             line, = ax.plot(hs, [100 * by_h[h]["infnet"] for h in hs], marker="o",
-                            label=f"{ARCH_NAMES[arch]} infnet")
+                            label=f"{ARCH_NAMES[arch]} inference network")
             ax.plot(hs, [100 * by_h[h]["local"] for h in hs], marker="x", linestyle="--",
                     color=line.get_color(), label=f"{ARCH_NAMES[arch]} local baseline")
-        ax.set_xlabel("hidden size H")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(hs_all, [str(h) for h in hs_all])
+        ax.minorticks_off()
+        ax.set_xlabel("hidden size H (LSTM units per direction; CNN filters per window)")
         ax.set_ylabel(f"dev {self.metric} (%)")
-        ax.set_title(f"{self.task}: dev score vs H (BLSTM-CRF energy)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        ax.set_title(f"Figure 1 ({self._scope()}): dev {self.metric} vs hidden size\n"
+                     "inference networks trained on the BLSTM-CRF energy; local baselines on "
+                     "the gold labels", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        fig.subplots_adjust(left=0.09, right=0.70, top=0.86, bottom=0.13)
         self._save_fig(fig, "figure1")
         rows = [[ARCH_NAMES[a], str(h), _pct(v["local"]), _pct(v["infnet"])]
                 for a, by_h in f.items() for h, v in sorted(by_h.items())]
@@ -195,44 +265,91 @@ class Report:
                     "![figure 1](figure1.png)\n\n" + md_table(["arch", "H", "local", "infnet"], rows),
                     {"points": {a: {str(h): v for h, v in d.items()} for a, d in f.items()}})
 
-    def figure2(self, t: dict, feature_seconds: float) -> None:
-        """Total test inference time vs score, one point per method and N."""
-        pts = []
-        vit = t["viterbi"]
-        pts.append(("Viterbi", vit["seconds"], vit["score"]))
-        net = t["infnet"]["test"]
-        pts.append(("infnet+", net["seconds"], net["score"]))
-        gd = t["gd"]
-        gd_pts = [(f"GD {n}", r["dev_tuned_seconds"], r["dev_tuned_score"])
-                  for n, r in sorted(gd["per_n"].items(), key=lambda kv: int(kv[0]))]
-        def by_n(per_n):
-            return sorted(per_n.items(), key=lambda kv: int(kv[0]))
-        tail = [(f"tailored {n}", r["seconds"], r["score"]) for n, r in by_n(t["tailor"]["per_n"])]
-        warm = [(f"warm {n}", r["seconds"], r["score"]) for n, r in by_n(t["warm"]["per_n"])]
-        fig, ax = plt.subplots(figsize=(6, 4))
-        for group, marker in ((gd_pts, "o"), (tail, "s"), (warm, "^")):
-            ax.plot([x[1] for x in group], [100 * x[2] for x in group], marker=marker,
-                    label=group[0][0].split()[0] if group else "")
-            for name, x, y in group:
-                ax.annotate(name.split()[-1], (x, 100 * y), fontsize=6)
-        for name, x, y in pts:
-            ax.scatter([x], [100 * y], marker="*", s=80, label=name)
+    def figure2(self, t: dict, timing: dict) -> None:
+        """Test-set inference time vs score, one point per method and N.
+
+        ``timing`` (:meth:`Study.figure2_timing`) holds every point's time, all
+        measured in one run: the median of its repeats, with min and max."""
+        tp = timing["points"]
+        pts: List[dict] = []
+
+        def add(method, group, n, key, score):
+            pts.append({"method": method, "group": group, "N": n, "score": score,
+                        "seconds": tp[key]["median"], "timing": tp[key]})
+
+        add("Viterbi", "Viterbi", None, "Viterbi", t["viterbi"]["score"])
+        add("infnet+", "infnet+", None, "infnet+", t["infnet"]["test"]["score"])
+        for n, r in sorted(t["gd"]["per_n"].items(), key=lambda kv: int(kv[0])):
+            add(f"gradient descent (lr {r['dev_tuned_lr']:g})", "gd", int(n), f"gd {n}",
+                r["dev_tuned_score"])
+        for kind, label in (("tailor", "instance tailoring"), ("warm", "warm start")):
+            for n, r in sorted(t[kind]["per_n"].items(), key=lambda kv: int(kv[0])):
+                add(f"{label} (lr {r['lr']:g})", kind, int(n), f"{kind} {n}", r["score"])
+        feature = tp["feature network"]
+        self._figure2_png(pts, feature, timing)
+        rows = [[p["method"], "" if p["N"] is None else str(p["N"]),
+                 _num(p["seconds"], 3), f"{_num(p['timing']['min'], 3)}–"
+                 f"{_num(p['timing']['max'], 3)}", f"{100 * p['timing']['spread']:.0f}%",
+                 _pct(p["score"])] for p in pts]
+        rows.append(["energy's feature network alone", "", _num(feature["median"], 3),
+                     f"{_num(feature['min'], 3)}–{_num(feature['max'], 3)}",
+                     f"{100 * feature['spread']:.0f}%", ""])
+        body = ("![figure 2](figure2.png)\n\n"
+                f"Every time was measured in one run: the median of {timing['repeats']} passes "
+                f"over the {timing['test_sentences']} test sentences (batch "
+                f"{timing['batch_size']}, {timing['device']}, {timing['threads']} thread(s); "
+                f"{timing['warmup']} untimed pass first), the methods taking turns pass by "
+                "pass. Times run from token ids to labels and include the energy's feature "
+                "network (the BLSTM) wherever the method needs the energy; N is the number "
+                "of gradient-descent iterations or tailoring steps, timed within one pass "
+                "to the largest N. Gradient descent uses the dev-tuned learning rate for "
+                "each N; spread = (max - min) / median.\n\n"
+                + md_table(["method", "N", "seconds (median)", "min–max", "spread",
+                            self.metric], rows))
+        self._write("figure2", f"Figure 2: {self.task}, inference time vs score", body,
+                    {"points": pts, "feature_network": feature,
+                     **{k: v for k, v in timing.items() if k != "points"}})
+
+    def _figure2_png(self, pts: List[dict], feature: dict, timing: dict) -> None:
+        fig, ax = plt.subplots(figsize=(8.0, 5.2))
+        style = {"gd": ("o", "C0", "--", "gradient descent, dev-tuned lr"),
+                 "tailor": ("s", "C1", "-", "instance-tailored infnet+"),
+                 "warm": ("^", "C2", "-", "infnet+ as warm start for GD"),
+                 "Viterbi": ("D", "k", "", "Viterbi (exact)"),
+                 "infnet+": ("*", "C3", "", "infnet+ alone")}
+        labels, bars = [], []
+        for group, (marker, color, ls, name) in style.items():
+            g = [p for p in pts if p["group"] == group]
+            if not g:
+                continue
+            xs = [p["seconds"] for p in g]
+            ys = [100 * p["score"] for p in g]
+            err = [[p["seconds"] - p["timing"]["min"] for p in g],
+                   [p["timing"]["max"] - p["seconds"] for p in g]]
+            ax.errorbar(xs, ys, xerr=err, marker=marker, color=color, linestyle=ls or "none",
+                        markersize=9 if marker == "*" else 6, capsize=2, elinewidth=0.8,
+                        linewidth=1, label=name + (" (labels: N)" if g[0]["N"] else ""),
+                        zorder=3)
+            # Unlabelled points (Viterbi, infnet+) enter as obstacles only.
+            labels += [(f"N={p['N']}" if p["N"] else "", p["seconds"], 100 * p["score"], color)
+                       for p in g]
+            bars += [(p["timing"]["min"], p["timing"]["max"], 100 * p["score"]) for p in g]
+        ax.axvline(feature["median"], color="0.5", linestyle=":", linewidth=1,
+                   label="the energy's feature network alone")
         ax.set_xscale("log")
-        ax.set_xlabel("total test-set inference time (s, CPU, batch 10)")
+        ax.set_xlabel(f"test-set inference time (seconds, log scale): median of "
+                      f"{timing['repeats']} runs, bars from min to max")
         ax.set_ylabel(f"test {self.metric} (%)")
-        ax.set_title(f"{self.task}: speed / accuracy (BLSTM-CRF+ energy)")
-        ax.legend(fontsize=7)
-        fig.tight_layout()
+        ax.set_title(f"Figure 2 ({self._scope()}): inference time vs test {self.metric}, "
+                     f"BLSTM-CRF+ energy\n{timing['test_sentences']} test sentences, batch "
+                     f"{timing['batch_size']}, {timing['device']}, {timing['threads']} "
+                     "thread(s), every point timed in the same run", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
+        ax.margins(x=0.12, y=0.12)
+        fig.subplots_adjust(left=0.08, right=0.69, top=0.88, bottom=0.12)
+        place_labels(ax, labels, bars)
         self._save_fig(fig, "figure2")
-        allp = pts + gd_pts + tail + warm
-        rows = [[n, _num(s, 3), _pct(y)] for n, s, y in allp]
-        self._write("figure2", f"Figure 2: {self.task}, inference time vs score",
-                    "![figure 2](figure2.png)\n\nTimes include the feature network (the "
-                    f"energy's BLSTM, {feature_seconds:.2f} s on this test set) wherever the "
-                    "method needs the energy; gradient descent uses the dev-tuned learning "
-                    "rate for each N.\n\n" + md_table(["method", "seconds", self.metric], rows),
-                    {"points": [{"method": n, "seconds": s, "score": y} for n, s, y in allp],
-                     "feature_seconds": feature_seconds})
 
     def _save_fig(self, fig, name: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)

@@ -35,14 +35,21 @@ from ..data import Prepared, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
 from ..decode.networks import instance_tailored_trajectory, warm_start_logits
 from ..evaluate import SentenceRecords, iterate, score_ids
-from ..train import TrainConfig, energy_train_config, epochs_since_best, train_energy, train_infnet
+from ..train.lm import LM_TRAIN_DEFAULTS, lm_train_config
+from ..train import (ENERGY_TRAIN_DEFAULTS, TrainConfig, energy_train_config, epochs_since_best,
+                     train_energy, train_infnet)
 from . import gd_study
 from .naming import ARCHS, PLUS_ARCH
+from .progress import Stage, StageClock, stage_cost
 from .report import Report
+from .timing import MIN_REPEATS, time_passes
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Plan", "make_plan", "Study", "run"]
+__all__ = ["Plan", "make_plan", "Study", "run", "FIGURE2_TIMING"]
+
+#: The stage that times every point of Figure 2.
+FIGURE2_TIMING = "figure 2 timing"
 
 
 @dataclass
@@ -65,6 +72,7 @@ class Plan:
     archs: Tuple[str, ...] = ARCHS
     hidden: int = 100
     hidden_sweep: Tuple[int, ...] = (50, 100, 200)
+    sweep_archs: Optional[Tuple[str, ...]] = None  # Figure 1's networks (None: archs)
     lambdas: Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
     gd_lrs: Tuple[float, ...] = gd_study.GD_LEARNING_RATES
     gd_iterations: Tuple[int, ...] = gd_study.GD_ITERATIONS
@@ -73,7 +81,10 @@ class Plan:
     warm_lrs: Tuple[float, ...] = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1e3)
     table5: bool = False
     lm_study: bool = False
-    limit: Optional[int] = None                # sentences kept per split (quick mode)
+    limit: Optional[int] = None                # dev/test sentences kept (train: 4x)
+    epochs: Optional[int] = None               # cap on every training's epochs
+    lm_epochs: Optional[int] = None            # the language models' (None: their default)
+    timing_repeats: int = MIN_REPEATS          # Figure 2: timed repeats of every point
     eval_batch: int = 10                       # the paper's test-time batch size
     dev_batch: int = 64
 
@@ -81,11 +92,21 @@ class Plan:
         """Training settings of the energies (kind "energy") or of the networks
         ("infnet"); the ``*_train_plus`` ones, when set, for the CRF+ side."""
         override = getattr(self, f"{kind}_train_plus")
-        return override if plus and override is not None else getattr(self, f"{kind}_train")
+        out = dict(override if plus and override is not None else getattr(self, f"{kind}_train"))
+        if self.epochs is not None:
+            planned = out.get("epochs")
+            if planned is None and kind == "energy":
+                planned = ENERGY_TRAIN_DEFAULTS.get(self.task, {}).get("epochs")
+            out["epochs"] = self.epochs if planned is None else min(planned, self.epochs)
+        return out
 
     @property
     def plus_arch(self) -> str:
         return PLUS_ARCH[self.task]
+
+    @property
+    def figure1_archs(self) -> Tuple[str, ...]:
+        return self.archs if self.sweep_archs is None else self.sweep_archs
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -99,13 +120,16 @@ def make_plan(task: str, quick: bool = False) -> Plan:
     reduced sets are stated in the results).
     """
     if quick:
+        # Minutes on two cores: seq2seq, the costliest network to train (a decoder
+        # step per position), is left out of Figure 1's sweep (it is in Table 1).
         return Plan(task=task, quick=True, word_dim=32, energy_hidden=32,
+                    sweep_archs=("cnn", "blstm"),
                     energy_train=dict(epochs=6, batch_size=10, lr=2e-3, patience=6),
                     infnet_train=dict(epochs=5, batch_size=10, lr=2e-3, patience=5),
                     hidden=32, hidden_sweep=(16, 32), lambdas=(1.0,), gd_lrs=(1.0, 10.0, 100.0),
                     gd_iterations=(5, 10, 20, 50, 100), refine_iterations=(3, 5, 10),
                     tailor_lrs=(1e-2,), warm_lrs=(1.0, 10.0), table5=task == "conll2003",
-                    lm_study=task == "twitter-pos", limit=300)
+                    lm_study=task == "twitter-pos", limit=300, lm_epochs=3)
     if task == "twitter-pos":
         return Plan(task=task, lm_study=True,
                     infnet_train=dict(epochs=60, batch_size=10, lr=2e-3, patience=8))
@@ -167,23 +191,93 @@ class Study:
                         loaded.hits, len(self.p.words))
         self._models: Dict[str, torch.nn.Module] = {}
         self._gd: Dict[Tuple[bool, str], gd_study.GDRuns] = {}
+        self.clock: Optional[StageClock] = None
+        self._finished: set = set()
+
+    # ------------------------------------------------------------------ stages
+    def stages(self) -> List[Stage]:
+        """The stages :meth:`run` goes through, in order: every unit of the plan
+        and the timing of Figure 2 (names with ``*`` where the dev-tuned lambda
+        decides the name)."""
+        plan = self.plan
+        out: List[Stage] = []
+
+        def add(name: str, cost: float) -> None:
+            if all(s.name != name for s in out):
+                out.append(Stage(name, cost))
+
+        def lam_of(lams) -> Optional[float]:
+            return lams[0] if len(lams) == 1 else None
+
+        def net(arch, plus, local, lam=1.0, stage=True, **kw):
+            name = self.net_name(arch, plus=plus, local=local, default_hidden=plan.hidden,
+                                 hidden=kw.pop("hidden", plan.hidden), lam=lam or 1.0, **kw)
+            if not local and lam is None:
+                name = name.replace("-lam1", "-lam*", 1)
+            if stage:
+                add(name, stage_cost("network", arch, plus))
+            return name
+
+        def lambdas(arch, plus, **kw):
+            for lam in plan.lambdas:
+                net(arch, plus, False, lam, **kw)
+
+        add(self.energy_name(False), stage_cost("energy", plus=False))
+        add(self.energy_name(True), stage_cost("energy", plus=True))
+        arch = plan.plus_arch
+        net(arch, True, True)
+        lambdas(arch, True)
+        add("gd-crf+", stage_cost("gd"))
+        best = net(arch, True, False, lam_of(plan.lambdas), stage=False)
+        add(f"tailor-{best}", stage_cost("tailor"))
+        add(f"warm-{best}", stage_cost("warm"))
+        add(FIGURE2_TIMING, stage_cost("timing"))
+        for a in plan.archs:
+            net(a, False, True)
+            lambdas(a, False)
+        add("gd-crf", stage_cost("gd"))
+        if plan.table5:
+            net("blstm", True, True)
+            lambdas("blstm", True)
+            net("blstm", True, False, lam_of(plan.lambdas), layers=2, anneal=True)
+        if plan.lm_study:
+            add("perplexity", stage_cost("perplexity"))
+        net("cnn", False, True, windows=(1, 5))
+        net("cnn", False, False, lam_of(plan.lambdas), windows=(1, 5))
+        for a in plan.figure1_archs:
+            for h in plan.hidden_sweep:
+                net(a, False, True, hidden=h)
+                net(a, False, False, lam_of(plan.lambdas), hidden=h)
+        return out
+
+    def _stage_done(self, name: str, computed: bool) -> None:
+        if self.clock is not None and name not in self._finished:
+            self._finished.add(name)
+            self.clock.done(name, computed)
 
     # ------------------------------------------------------------------ units
     def unit(self, name: str, compute: Callable[[], dict]) -> dict:
         """The JSON result of a unit: read it if done, else compute and write it."""
         path = self.results / "units" / f"{name}.json"
         if path.is_file():
+            self._stage_done(name, computed=False)
             return json.loads(path.read_text())
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         out = compute()
         out.setdefault("seconds", time.perf_counter() - start)
+        out.setdefault("cpu_seconds", time.process_time() - cpu)
         write_json_atomic(path, out)
+        self._stage_done(name, computed=True)
         return out
 
     def _say(self, msg: str) -> None:
         if self.progress:
             tqdm.write(f"[{self.plan.task}] {msg}")
         logger.info(msg)
+
+    def _announce(self, msg: str) -> None:
+        """A stage line: printed with or without progress bars."""
+        tqdm.write(f"[{self.plan.task}] {msg}")
 
     def _trained(self, name: str, cfg, train: Callable[[bool], Tuple[torch.nn.Module, list]]):
         """The model ``name`` and the facts of its training, for the unit's JSON.
@@ -396,6 +490,92 @@ class Study:
             seconds += time.perf_counter() - start
         return seconds
 
+    # ------------------------------------------------------ Figure 2's timing
+    def figure2_timing(self, t6: dict, net_name: str) -> dict:
+        """Times every point of Figure 2 here and now, on the test set at batch
+        ``eval_batch``: each point is the median of ``plan.timing_repeats``
+        passes over identical batches (built once, before timing), the passes
+        run round-robin (:func:`structinf.experiments.timing.time_passes`). A
+        rerun of the study times them all again, so one figure never mixes two
+        runs. Every time is end to end from token ids to labels, the energy's
+        feature network included where the method needs the energy; a pass to
+        the largest N gives the time at each smaller N (from its start to that
+        step's labels). Returns {"points": {key: summary}, "repeats", "warmup",
+        "batch_size", "threads", "test_sentences"}.
+        """
+        self._say(f"timing Figure 2 ({self.plan.timing_repeats} repeats of every point)")
+        energy_model, _ = self.energy(True)
+        net = self._load(net_name)
+        batches = list(iterate(self.p.encoded["test"], self.plan.eval_batch, self.device))
+
+        def features() -> Dict[str, float]:
+            start = time.perf_counter()
+            with torch.no_grad():
+                for b in batches:
+                    energy_model.energy(b)
+            return {"feature network": time.perf_counter() - start}
+
+        def viterbi() -> Dict[str, float]:
+            start = time.perf_counter()
+            with torch.no_grad():
+                for b in batches:
+                    decode.viterbi(energy_model.energy(b).detach())
+            return {"Viterbi": time.perf_counter() - start}
+
+        def infnet() -> Dict[str, float]:
+            start = time.perf_counter()
+            with torch.no_grad():
+                for b in batches:
+                    decode.relaxed_labels(net.logits(b), b.lengths)
+            return {"infnet+": time.perf_counter() - start}
+
+        def stepwise(kind: str, lr: float, ns: List[int]) -> Callable[[], Dict[str, float]]:
+            """One pass of gradient descent ("gd"), instance tailoring ("tailor") or
+            warm starts ("warm") to max(ns), timed at every N in ns."""
+            top = max(ns)
+
+            def run() -> Dict[str, float]:
+                seconds = {n: 0.0 for n in ns}
+                for b in batches:
+                    start = time.perf_counter()
+                    with torch.no_grad():
+                        e = energy_model.energy(b).detach()
+                    if kind == "tailor":
+                        clock: Dict[int, float] = {}
+                        traj = instance_tailored_trajectory(net, b, e, record_at=ns, lr=lr,
+                                                            clock=clock)
+                        decode.relaxed_labels(traj[top], b.lengths)
+                        at = clock
+                    else:
+                        if kind == "gd":
+                            res = decode.gradient_descent(e, iterations=top, lr=lr, seed=0,
+                                                          record_at=ns)
+                        else:
+                            res = decode.warm_start(net, b, e, iterations=top, lr=lr,
+                                                    record_at=ns)
+                        at = res.seconds_at
+                    total = time.perf_counter() - start
+                    for n in ns:
+                        seconds[n] += total - (at[top] - at[n])
+                return {f"{kind} {n}": t for n, t in seconds.items()}
+
+            return run
+
+        passes: Dict[str, Callable[[], Dict[str, float]]] = {
+            "feature network": features, "Viterbi": viterbi, "infnet+": infnet}
+        for kind, per_n, lr_key in (("gd", t6["gd"]["per_n"], "dev_tuned_lr"),
+                                    ("tailor", t6["tailor"]["per_n"], "lr"),
+                                    ("warm", t6["warm"]["per_n"], "lr")):
+            by_lr: Dict[float, List[int]] = {}
+            for n, r in per_n.items():
+                by_lr.setdefault(float(r[lr_key]), []).append(int(n))
+            for lr, ns in sorted(by_lr.items()):
+                passes[f"{kind} lr {lr:g}"] = stepwise(kind, lr, sorted(ns))
+        points = time_passes(passes, repeats=self.plan.timing_repeats, warmup=1)
+        return {"points": points, "repeats": self.plan.timing_repeats, "warmup": 1,
+                "batch_size": self.plan.eval_batch, "threads": torch.get_num_threads(),
+                "test_sentences": len(self.p.encoded["test"]), "device": str(self.device)}
+
     # ------------------------------------------ instance tailoring, warm starts
     def refine(self, kind: str, net_name: str, plus: bool) -> dict:
         """Instance tailoring ("tailor") or warm-started gradient descent ("warm")
@@ -470,9 +650,12 @@ class Study:
 
         def compute() -> dict:
             self._say("training the word and label language models")
-            quick = self.plan.quick
-            lm_overrides = {"cfg": TrainConfig(epochs=3, batch_size=32, lr=2e-3, patience=3,
-                                               unk_replace=0.0)} if quick else None
+            epochs = self.plan.lm_epochs
+            if self.plan.epochs is not None:
+                epochs = min(epochs or LM_TRAIN_DEFAULTS["epochs"], self.plan.epochs)
+            lm_overrides = None if epochs is None else {"cfg": lm_train_config(
+                epochs=epochs, patience=min(epochs, LM_TRAIN_DEFAULTS["patience"]),
+                unk_replace=0.0)}
             lms = train_twitter_lms(self.runs / "lm", data_dir=self.data_dir, split="test",
                                     word_lm=lm_overrides, label_lm=lm_overrides,
                                     progress=self.progress, device=self.device)
@@ -496,7 +679,13 @@ class Study:
     def run(self) -> Path:
         """Runs every unit of the plan and writes the report; returns the results folder."""
         plan = self.plan
+        _check_same_data(self.results / "plan.json", plan)
         write_json_atomic(self.results / "plan.json", plan.to_dict())
+        # Stages whose unit a previous run finished cost nothing now.
+        done = lambda st: any((self.results / "units").glob(f"{st.name}.json"))  # noqa: E731
+        self.clock = StageClock([replace(st, cost=0.0) if done(st) else st
+                                 for st in self.stages()], self._announce)
+        self._finished = set()
         report = Report(self.results, plan, self.p)
         crf, crf_info = self.energy(False)
         crfp, crfp_info = self.energy(True)
@@ -514,7 +703,9 @@ class Study:
         t6 = {"arch": arch, "viterbi": crfp_info["test"], "gd": gdp, "infnet": netp,
               "tailor": tailor, "warm": warm}
         report.table6(t6)
-        report.figure2(t6, feature_seconds=self._feature_seconds(True))
+        timing = self.figure2_timing(t6, netp_name)
+        self._stage_done(FIGURE2_TIMING, computed=True)
+        report.figure2(t6, timing)
 
         # Table 1: BLSTM-CRF energy, H = plan.hidden.
         t1 = {"viterbi": crf_info["test"]["score"], "local": {}, "infnet": {}, "lam": {}}
@@ -550,7 +741,7 @@ class Study:
         report.table2(t2)
 
         f1 = {}
-        for arch in plan.archs:
+        for arch in plan.figure1_archs:
             for h in plan.hidden_sweep:
                 _, loc = self.network(arch, plus=False, local=True, hidden=h)
                 _, net = self.network(arch, plus=False, local=False, hidden=h,
@@ -564,19 +755,42 @@ class Study:
 
 
 
+def _check_same_data(path: Path, plan: Plan) -> None:
+    """Refuses to add units to a results folder whose finished units saw other
+    data or training caps (``--limit``, ``--epochs``): the tables would mix them."""
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    differ = [f"{k} {old.get(k)} there, {getattr(plan, k)} now" for k in ("limit", "epochs")
+              if old.get(k) != getattr(plan, k)]
+    if differ:
+        raise ValueError(f"{path.parent} holds a study run with other settings "
+                         f"({'; '.join(differ)}); pass another --results and --runs, or "
+                         "remove that folder")
+
+
 def run(args) -> int:
     quick = args.quick or args.task is None
     task = args.task or "twitter-pos"
     tag = (f"quick-{task}" if quick else task) + ("-glove" if args.embeddings else "")
     results = args.results or Path("results") / tag
     runs = args.runs or Path("runs") / tag
+    for name in ("limit", "epochs"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1:
+            raise ValueError(f"argument --{name}: must be >= 1, got {value}")
     plan = replace(make_plan(task, quick), embeddings=args.embeddings)
-    start = time.perf_counter()
+    if getattr(args, "limit", None) is not None:
+        plan = replace(plan, limit=args.limit)
+    if getattr(args, "epochs", None) is not None:
+        plan = replace(plan, epochs=args.epochs)
+    start, cpu = time.perf_counter(), time.process_time()
     study = Study(plan, results, runs, data_dir=args.data_dir, device=args.device,
                   progress=not args.no_progress)
     out = study.run()
     print(f"structinf reproduce ({'quick, ' if quick else ''}{task}): {headline(out)}; "
-          f"results in {out}, checkpoints in {runs} ({time.perf_counter() - start:.0f} s)")
+          f"results in {out}, checkpoints in {runs} ({time.perf_counter() - start:.0f} s, "
+          f"{time.process_time() - cpu:.0f} s CPU)")
     return 0
 
 
