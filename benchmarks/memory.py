@@ -1,6 +1,7 @@
 """Peak memory of log-likelihood forward + backward, measured in fresh processes.
 
     python benchmarks/memory.py --out benchmarks/results/<machine>-memory.json
+    python benchmarks/memory.py --size 10 30 17 --impl structinf   # one case
 
 For each implementation and size, a child process builds the float32 inputs,
 reads its resident set size, runs log Z forward + ``backward()`` once, and
@@ -89,6 +90,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="JSON output")
     ap.add_argument("--limit-gb", type=float, default=None,
                     help="skip a case whose estimated peak exceeds this (default 60%% of RAM)")
+    ap.add_argument("--size", nargs=3, type=int, action="append", metavar=("B", "T", "L"),
+                    default=None, help="a size to measure (repeatable; default: "
+                    + ", ".join(f"{b} {t} {l}" for b, t, l in SIZES) + ")")
+    ap.add_argument("--impl", action="append", choices=IMPLS, default=None,
+                    help="an implementation to measure (repeatable; default: all)")
     args = ap.parse_args(argv)
     if args.child:
         impl, B, T, L = args.child[0], *map(int, args.child[1:])
@@ -96,7 +102,9 @@ def main(argv=None) -> int:
         return 0
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     limit = int(args.limit_gb * 2**30) if args.limit_gb else int(0.6 * total)
-    rows = [measure(impl, B, T, L, limit) for B, T, L in SIZES for impl in IMPLS]
+    sizes = [tuple(s) for s in args.size] if args.size else SIZES
+    impls = args.impl or IMPLS
+    rows = [measure(impl, B, T, L, limit) for B, T, L in sizes for impl in impls]
     for r in rows:
         print(_line(r))
     if args.out is not None:
