@@ -228,7 +228,10 @@ def _setup(args) -> None:
         if args.command not in DISTRIBUTED_COMMANDS:
             raise ValueError(f"{args.command} runs in one process; launch it without torchrun "
                              f"(under torchrun: {', '.join(DISTRIBUTED_COMMANDS)})")
-        _, args.device = distributed.init_from_env(getattr(args, "device", None) or "cpu")
+        # The study's ranks wait at a barrier for the longest unit of a round.
+        _, args.device = distributed.init_from_env(
+            getattr(args, "device", None) or "cpu",
+            timeout_minutes=24 * 60 if args.command == "reproduce" else 30)
 
 
 #: The commands that share their work among the processes torchrun starts.

@@ -12,7 +12,9 @@ use these helpers; nothing in here knows about models.
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, List, Optional, Sequence, TypeVar
 
 import torch
@@ -43,8 +45,27 @@ class Context:
         return self.rank == 0
 
 
+_alone = 0
+
+
+@contextmanager
+def alone():
+    """Within the block this process works as a world of one (its trainings
+    use no DDP, its predictions are not dealt out), though it stays in the
+    process group: how the study trains independent units side by side."""
+    global _alone
+    _alone += 1
+    try:
+        yield
+    finally:
+        _alone -= 1
+
+
 def context() -> Context:
-    """The current process group's view (rank 0 of 1 when there is none)."""
+    """The current process group's view (rank 0 of 1 when there is none, or
+    inside :func:`alone`)."""
+    if _alone:
+        return Context()
     if dist.is_available() and dist.is_initialized():
         return Context(dist.get_rank(), dist.get_world_size(),
                        int(os.environ.get("LOCAL_RANK", dist.get_rank())))
@@ -63,8 +84,11 @@ def is_main() -> bool:
     return context().main
 
 
-def init_from_env(device: str = "cpu") -> tuple[Context, str]:
+def init_from_env(device: str = "cpu", *, timeout_minutes: float = 30.0) -> tuple[Context, str]:
     """Joins the process group ``torchrun`` describes in the environment.
+
+    timeout_minutes: how long a collective (a barrier) waits for the slowest
+    rank before failing.
 
     Returns the context and the device this process should use: under
     ``torchrun`` with ``--device cuda``, ``cuda:<LOCAL_RANK>`` (one GPU per
@@ -84,7 +108,8 @@ def init_from_env(device: str = "cpu") -> tuple[Context, str]:
         raise ValueError(f"WORLD_SIZE={os.environ['WORLD_SIZE']} but {', '.join(missing)} "
                          "is not set: launch with torchrun")
     cuda = torch.device(device).type == "cuda"
-    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    dist.init_process_group(backend="nccl" if cuda else "gloo",
+                            timeout=timedelta(minutes=timeout_minutes))
     ctx = context()
     dev = _local_device(device, ctx)
     if cuda:
@@ -158,4 +183,16 @@ def maybe_destroy() -> None:
         dist.destroy_process_group()
 
 
-__all__ += ["owner", "maybe_destroy"]
+__all__ += ["owner", "maybe_destroy", "alone", "deal"]
+
+
+def deal(costs: Sequence[float], world_size: int) -> List[int]:
+    """The rank of each job, longest first to the least-loaded rank (ties to the
+    lower rank): the same answer on every rank."""
+    load = [0.0] * world_size
+    rank_of = [0] * len(costs)
+    for j in sorted(range(len(costs)), key=lambda j: (-costs[j], j)):
+        r = min(range(world_size), key=lambda r: (load[r], r))
+        rank_of[j] = r
+        load[r] += costs[j]
+    return rank_of

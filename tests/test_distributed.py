@@ -250,3 +250,39 @@ def test_commands_that_do_not_share_their_work_refuse_torchrun():
     r = _structinf("bench", "--quick", procs=WORLD)
     assert r.returncode != 0
     assert "launch it without torchrun" in r.stderr
+
+
+def _without_timings(x):
+    if isinstance(x, dict):
+        return {k: _without_timings(v) for k, v in x.items() if "seconds" not in k}
+    if isinstance(x, list):
+        return [_without_timings(v) for v in x]
+    return x
+
+
+def test_the_study_under_torchrun_gives_the_serial_results(tmp_path):
+    args = ("reproduce", "--quick", "--limit", "20", "--epochs", "1", "--threads", "1",
+            "--no-progress")
+    one = _structinf(*args, "--results", "r1", "--runs", "u1", cwd=tmp_path)
+    two = _structinf(*args, "--results", "r2", "--runs", "u2", "-v", procs=WORLD, cwd=tmp_path)
+    assert one.returncode == 0, one.stderr
+    assert two.returncode == 0, two.stderr
+    # Both ranks trained units in the shared rounds; rank 0 alone reported.
+    assert "rank 1, round 2:" in two.stderr and two.stdout.count("structinf reproduce") == 1
+    # Rank 0's serial pass reused the units the ranks trained (it announces only
+    # the stages it computes).
+    shared = [u for line in two.stderr.splitlines() if ", round 2: " in line
+              for u in line.split(", round 2: ")[1].split(", ")]
+    assert "infnet-cnn-lam1" in shared and "local-cnn" in shared
+    said = two.stdout + two.stderr
+    assert not [u for u in shared if f"done: {u} (" in said]
+    assert "done: tailor-infnet-cnn-lam1+ (" in said
+    tables = sorted(p.name for p in (tmp_path / "r1").glob("*.json"))
+    assert "table1.json" in tables and "table4.json" in tables
+    assert tables == sorted(p.name for p in (tmp_path / "r2").glob("*.json"))
+    for name in tables:
+        a = json.loads((tmp_path / "r1" / name).read_text())
+        b = json.loads((tmp_path / "r2" / name).read_text())
+        if name == "figure2.json":  # its timings are measurements: compare the scores
+            a, b = ([(q["method"], q["N"], q["score"]) for q in x["points"]] for x in (a, b))
+        assert _without_timings(a) == _without_timings(b), name
