@@ -61,6 +61,10 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--epochs", type=int, default=None,
                    help="train every model (energies, networks, language models) for at most "
                         "this many epochs (default: the plan's, early stopping may end sooner)")
+    p.add_argument("--keep-checkpoints", action="store_true",
+                   help="copy the energies' checkpoints (best weights and vocabularies, under "
+                        "10 MB each) to <results>/checkpoints, to be committed: the study then "
+                        "resumes from them on another machine")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's; use 1 when other work shares "
                         "the cores)")

@@ -20,17 +20,20 @@ from __future__ import annotations
 import gzip
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..io import load_checkpoint, read_checkpoint_meta, write_json_atomic, write_json_gz_atomic
+from ..io import (load_checkpoint, read_checkpoint_meta, write_bytes_atomic, write_json_atomic,
+                  write_json_gz_atomic)
 from .. import distributed
 from ..data import Prepared, embedding_words, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
@@ -170,6 +173,48 @@ def _subsample(task: TaskData, limit: Optional[int]) -> TaskData:
                    test=task.test[:limit])
 
 
+#: Where a results folder keeps compact checkpoints of its longest trainings
+#: (weights and vocabularies only; see :func:`keep_checkpoints`), committed so
+#: that the study resumes from them on any machine.
+COMMITTED = "checkpoints"
+
+#: The most a committed checkpoint may take.
+COMMITTED_MAX_BYTES = 10 * 2**20
+
+
+def keep_checkpoints(results: Path, runs: Path, names: Sequence[str]) -> List[Path]:
+    """Copies the checkpoints ``runs/<name>`` to ``results/checkpoints/<name>``
+    without their training state (the best weights, the config with the
+    vocabularies and the history), each under :data:`COMMITTED_MAX_BYTES`.
+
+    Raises:
+        FileNotFoundError: a checkpoint is missing.
+        FileExistsError: a kept checkpoint of that name is there already.
+        ValueError: one would take more than the limit.
+    """
+    out = []
+    for name in names:
+        src, dst = Path(runs) / name, Path(results) / COMMITTED / name
+        files = [src / "config.json", src / "weights.safetensors"]
+        missing = [f for f in files if not f.is_file()]
+        if missing:
+            raise FileNotFoundError(f"keep_checkpoints: {missing[0]} does not exist")
+        size = sum(f.stat().st_size for f in files)
+        if size > COMMITTED_MAX_BYTES:
+            raise ValueError(f"keep_checkpoints: {src} takes {size / 2**20:.1f} MB, more than "
+                             f"{COMMITTED_MAX_BYTES / 2**20:.0f} MB")
+        if os.path.lexists(dst):
+            raise FileExistsError(f"keep_checkpoints: {dst} exists")
+        tmp = dst.with_name(f".{dst.name}.tmp")
+        tmp.mkdir(parents=True)
+        for f in files:
+            write_bytes_atomic(tmp / f.name, f.read_bytes())
+        os.rename(tmp, dst)
+        load_checkpoint(dst)  # the copy loads (checksums included)
+        out.append(dst)
+    return out
+
+
 class Study:
     """Runs (or reuses) the units of the study for one task and renders the report."""
 
@@ -292,7 +337,7 @@ class Study:
         is trained on from its last saved epoch (``train(True)``); otherwise the
         model is trained from scratch (``train(False)``).
         """
-        folder = self.runs / name
+        folder = self._from_committed(name)
         saved = (read_checkpoint_meta(folder)["extra"].get("history", [])
                  if (folder / "config.json").is_file() else None)
         resumed_at = None
@@ -312,9 +357,21 @@ class Study:
                        "reused_checkpoint": saved is not None, "resumed_at_epoch": resumed_at,
                        **_stopped(history, cfg)}
 
+    def _from_committed(self, name: str) -> Path:
+        """The runs folder of ``name``; when it is missing and the results keep a
+        compact checkpoint of it (another machine trained it), a copy of that,
+        from which the study goes on (the copy is this run's own)."""
+        folder = self.runs / name
+        committed = self.results / COMMITTED / name
+        if not os.path.lexists(folder) and (committed / "config.json").is_file():
+            self._say(f"starting from the committed checkpoint {committed}")
+            folder.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copytree(committed, folder)
+        return folder
+
     def _load(self, name: str):
         if name not in self._models:
-            model, _ = load_checkpoint(self.runs / name, map_location=self.device)
+            model, _ = load_checkpoint(self._from_committed(name), map_location=self.device)
             self._models[name] = model
         return self._models[name]
 
@@ -802,6 +859,11 @@ def run(args) -> int:
             return 0
     with distributed.alone():
         out = study.run()
+    if getattr(args, "keep_checkpoints", False):
+        names = [Study.energy_name(plus) for plus in (False, True)
+                 if not os.path.lexists(Path(results) / COMMITTED / Study.energy_name(plus))]
+        for kept in keep_checkpoints(results, runs, names):
+            print(f"kept {kept} for the repository")
     print(f"structinf reproduce ({'quick, ' if quick else ''}{task}): {headline(out)}; "
           f"results in {out}, checkpoints in {runs} ({time.perf_counter() - start:.0f} s, "
           f"{time.process_time() - cpu:.0f} s CPU)")

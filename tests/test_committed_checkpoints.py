@@ -1,0 +1,59 @@
+"""Compact checkpoints kept with the results: the study resumes from them on a
+machine that has no runs folder."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from structinf.experiments.reproduce import COMMITTED, keep_checkpoints
+from structinf.io import load_checkpoint
+
+
+def _reproduce(cwd, *extra):
+    return subprocess.run([sys.executable, "-m", "structinf", "reproduce", "--quick", "--limit",
+                           "20", "--epochs", "1", "--threads", "1", "--no-progress",
+                           "--results", "r", "--runs", "u", *extra], capture_output=True,
+                          text=True, cwd=cwd, timeout=600, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_the_study_resumes_from_kept_checkpoints_without_its_runs(tmp_path):
+    first = _reproduce(tmp_path, "--keep-checkpoints")
+    assert first.returncode == 0, first.stderr
+    kept = tmp_path / "r" / COMMITTED
+    assert sorted(p.name for p in kept.iterdir()) == ["energy-crf", "energy-crf+"]
+    for folder in kept.iterdir():  # weights and vocabularies, no training state
+        assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    before = {f.name: load_checkpoint(f)[0].state_dict() for f in kept.iterdir()}
+    # A new machine: no runs folder; a network's unit is to be computed again.
+    shutil.rmtree(tmp_path / "u")
+    (tmp_path / "r" / "units" / "infnet-cnn-lam1+.json").unlink()
+    second = _reproduce(tmp_path)
+    assert second.returncode == 0, second.stderr
+    said = second.stdout + second.stderr
+    assert "training energy" not in said
+    assert "done: infnet-cnn-lam1+ (" in said
+    for name, state in before.items():
+        now = load_checkpoint(tmp_path / "u" / name)[0].state_dict()
+        assert all(torch.equal(state[k], now[k]) for k in state)
+
+
+def test_keep_checkpoints_refuses_to_replace_or_to_keep_a_large_one(tmp_path, monkeypatch):
+    runs = tmp_path / "u"
+    (runs / "x").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        keep_checkpoints(tmp_path / "r", runs, ["x"])
+    (runs / "x" / "config.json").write_text("{}")
+    (runs / "x" / "weights.safetensors").write_bytes(b"0" * 2048)
+    monkeypatch.setattr("structinf.experiments.reproduce.COMMITTED_MAX_BYTES", 1024)
+    with pytest.raises(ValueError, match="more than"):
+        keep_checkpoints(tmp_path / "r", runs, ["x"])
+    (tmp_path / "r" / COMMITTED / "x").mkdir(parents=True)
+    monkeypatch.setattr("structinf.experiments.reproduce.COMMITTED_MAX_BYTES", 10 * 2**20)
+    with pytest.raises(FileExistsError):
+        keep_checkpoints(tmp_path / "r", runs, ["x"])
