@@ -362,4 +362,4 @@ def test_shipped_twitter_pos_model_tags_and_reproduces_its_accuracy(capsys, monk
     assert cli_mod.main(["tag", "--checkpoint", "twitter-pos"]) == 0
     assert capsys.readouterr().out == "I\tO\nlove\tV\nthis\tO\n!\t,\n\n"
     assert cli_mod.main(["evaluate", "--checkpoint", "twitter-pos", "--split", "test"]) == 0
-    assert "accuracy 0.8735" in capsys.readouterr().out  # the number in its config.json
+    assert "accuracy 0.8804" in capsys.readouterr().out  # the number in its config.json
