@@ -126,3 +126,15 @@ def test_study_with_pretrained_vectors(tmp_path):
     _, info = study.network("cnn", plus=False, local=False)
     net = study._load(info["name"])
     torch.testing.assert_close(net.embedder.words.weight.detach(), study._vectors)
+
+
+def test_the_summary_takes_the_pretrained_vector_study_when_it_has_table1(tmp_path):
+    from structinf.experiments.summary import study_folders
+
+    (tmp_path / "conll2003-glove").mkdir()
+    (tmp_path / "ewt-large-glove").mkdir()
+    (tmp_path / "conll2003-glove" / "table1.json").write_text("{}")
+    where = study_folders(tmp_path)
+    assert where == {"twitter-pos": "twitter-pos", "conll2003": "conll2003-glove",
+                     "ewt-large": "ewt-large"}  # ewt-large-glove has no Table 1 yet
+    assert study_folders(tmp_path, {"conll2003": "conll2003"})["conll2003"] == "conll2003"

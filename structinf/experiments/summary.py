@@ -73,20 +73,38 @@ def _evidence(name: str, f: dict) -> str:
     return json.dumps(f)
 
 
-def summarize(results: Path) -> dict:
-    """Markdown text and the findings, from every task's results present."""
-    tasks = [t for t in TASKS if (results / t / "table1.json").is_file()]
+def study_folders(results: Path, chosen: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The results folder of each task's study: ``chosen[task]`` if given, else
+    ``<task>-glove`` (the study with pretrained vectors) when it has Table 1,
+    else ``<task>``."""
+    out = {}
+    for t in TASKS:
+        if chosen and t in chosen:
+            out[t] = chosen[t]
+        elif (results / f"{t}-glove" / "table1.json").is_file():
+            out[t] = f"{t}-glove"
+        else:
+            out[t] = t
+    return out
+
+
+def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
+    """Markdown text and the findings, from every task's results present
+    (each task's study from ``folders``, see :func:`study_folders`)."""
+    where = study_folders(results, folders)
+    tasks = [t for t in TASKS if (results / where[t] / "table1.json").is_file()]
     lines: List[str] = ["# Study results across tasks", "",
                         "Written by `python -m structinf.experiments.summary` from the tables "
                         "`structinf reproduce` wrote. Paper columns: Tu and Gimpel (2019), POS / "
                         "NER / CCG; our large-label task is UD English-EWT (400 + `*` labels), "
-                        "a substitute for CCG. Scores in %.", ""]
+                        "a substitute for CCG. Scores in %. Studies: "
+                        + ", ".join(f"{t}: `results/{where[t]}`" for t in TASKS) + ".", ""]
     findings: Dict[str, dict] = {}
 
     # Energies (the trained BLSTM-CRF and BLSTM-CRF+).
     rows = []
     for t in TASKS:
-        units = _energy_units(results, t)
+        units = _energy_units(results, where[t])
         for name, kind in (("energy-crf", "BLSTM-CRF"), ("energy-crf+", "BLSTM-CRF+")):
             u = units.get(name)
             if u is None:
@@ -110,7 +128,7 @@ def summarize(results: Path) -> dict:
                           "train minutes (sum of epochs)"], rows), ""]
         curves = []
         for t in TASKS:
-            units = _energy_units(results, t)
+            units = _energy_units(results, where[t])
             for name, kind in (("energy-crf", "BLSTM-CRF"), ("energy-crf+", "BLSTM-CRF+")):
                 hist = (units.get(name) or {}).get("history", [])
                 if hist:
@@ -121,7 +139,7 @@ def summarize(results: Path) -> dict:
     rows = []
     wins = []
     for t in tasks:
-        t1 = _load(results, t, "table1")
+        t1 = _load(results, where[t], "table1")
         pt = paper.TABLE1[paper.PAPER_TASK[t]]
         for role in ("local", "infnet"):
             rows.append([t, role] + [_pct(t1[role][a]["test"]["score"]) for a in ARCHS]
@@ -140,7 +158,7 @@ def summarize(results: Path) -> dict:
     # Table 4.
     rows = []
     for t in tasks:
-        t4 = _load(results, t, "table4")
+        t4 = _load(results, where[t], "table4")
         if t4 is None:
             continue
         pt = paper.TABLE4[paper.PAPER_TASK[t]]
@@ -168,7 +186,7 @@ def summarize(results: Path) -> dict:
     gd_gap = {}
     for t in tasks:
         for name in ("table1", "table4"):
-            tab = _load(results, t, name)
+            tab = _load(results, where[t], name)
             if tab is None:
                 continue
             gd_gap[f"{t}/{name}"] = {
@@ -186,7 +204,7 @@ def summarize(results: Path) -> dict:
     # Table 6 / finding 3: warm starts reach lower energy than inference networks.
     rows, warm_cmp = [], {}
     for t in tasks:
-        t6 = _load(results, t, "table6")
+        t6 = _load(results, where[t], "table6")
         if t6 is None:
             continue
         net = t6["infnet"]["test"]
@@ -213,7 +231,7 @@ def summarize(results: Path) -> dict:
             "energies": warm_cmp}
 
     # Finding 4: perplexity correlations (Twitter POS).
-    ppl = _load(results, "twitter-pos", "perplexity")
+    ppl = _load(results, where["twitter-pos"], "perplexity")
     if ppl is not None:
         c = ppl["correlations"]
         net = c["BLSTM inference network"]
@@ -239,8 +257,18 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--results", type=Path, default=Path("results"))
     ap.add_argument("--out", type=Path, default=None, help="default: <results>/README.md")
+    ap.add_argument("--study", action="append", default=[], metavar="TASK=FOLDER",
+                    help="the results folder of a task's study (default: <task>-glove when it "
+                         "has Table 1, else <task>)")
     args = ap.parse_args(argv)
-    s = summarize(args.results)
+    chosen = {}
+    for item in args.study:
+        task, sep, folder = item.partition("=")
+        if not sep or task not in TASKS or not folder:
+            ap.error(f"argument --study: expected TASK=FOLDER with TASK in {', '.join(TASKS)}, "
+                     f"got {item!r}")
+        chosen[task] = folder
+    s = summarize(args.results, chosen)
     out = args.out or args.results / "README.md"
     write_text_atomic(out, s["markdown"])
     write_json_atomic(args.results / "findings.json", s["findings"])
