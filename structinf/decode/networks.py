@@ -14,9 +14,9 @@ from typing import Dict, Iterable, NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
-from torch.func import grad, vmap
+from torch.func import vmap
 
-from .. import torch_ops
+from .. import ops
 from ..data import Batch
 from ..energy import LinearChainEnergy
 from ..masks import length_mask
@@ -124,9 +124,9 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
     ``iterations`` steps of SGD with momentum (``v = momentum * v + g``,
     ``psi -= lr * v``, ``v`` starting at zero) on ``E(x, softmax(A_psi(x)))`` of
     that example alone (energy only, no cross-entropy); the result is the copy's
-    logits. The copies are stacked along a leading dimension and updated together
-    with ``vmap(grad(...))`` over :meth:`InferenceNetwork.functional_logits`
-    (eval mode: no dropout). ``model`` itself is never modified; parameters with
+    logits. The copies are stacked along a leading dimension and updated together:
+    their forward is ``vmap`` of :meth:`InferenceNetwork.functional_logits` (eval
+    mode: no dropout), their energy the ``relaxed_energy`` kernel on the chunk. ``model`` itself is never modified; parameters with
     ``requires_grad=False`` (e.g. frozen word vectors) are shared, not tuned.
 
     Memory: every tuned parameter is held three times per example in a chunk
@@ -195,14 +195,26 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
                                       word_padding_idx=None if local_words else 0)
         return out[0]
 
-    def energy_one(tuned, words, chars, length, emissions):
-        probs = torch.softmax(logits_one(tuned, words, chars, length), -1)
-        return torch_ops.relaxed_energy_vectorized(emissions[None], tr, st, en, length[None],
-                                                   probs[None])[0]
-
     chars_dim = 0 if has_chars else None
-    step_grad = vmap(grad(energy_one), in_dims=(0, 0, chars_dim, 0, 0))
+    padded_rows = ["embedder.chars.weight"] + ([] if local_words else [word_key])
     final_logits = vmap(logits_one, in_dims=(0, 0, chars_dim, 0))
+
+    def step_grad(tuned, words, chars, lengths, emissions):
+        # The copies' forward is vmapped; the energy is the relaxed-energy kernel
+        # on the whole chunk at once. Each copy's parameters reach only its own
+        # row of logits, so the gradient of the summed energies w.r.t. the
+        # stacked copies is every copy's own gradient.
+        leaves = {k: v.detach().requires_grad_() for k, v in tuned.items()}
+        logits = final_logits(leaves, words, chars, lengths)
+        e = ops.relaxed_energy(logits, emissions, tr, st, en, lengths)
+        names = list(leaves)
+        grads = dict(zip(names, torch.autograd.grad(e.sum(), [leaves[k] for k in names])))
+        # Backward through a vmapped embedding applies padding_idx to the first
+        # copy only: the other copies' padding rows must get no gradient either.
+        for k in padded_rows:
+            if k in grads:
+                grads[k][:, 0] = 0
+        return grads
 
     chunk = B if chunk_size is None else chunk_size
     outs: Dict[int, list] = {n: [] for n in record}
