@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"random seed (default: {TrainConfig.seed})")
     p.add_argument("--hidden", type=int, default=None,
                    help="BLSTM size per direction (default: the paper's for the task)")
+    p.add_argument("--case-dim", type=int, default=0,
+                   help="size of a trained casing feature per word (lowercase, Capitalised, ALL "
+                        "CAPS, other), for cased vocabularies without characters, e.g. NER with "
+                        "fixed lowercase GloVe vectors (default: 0, none)")
     p.add_argument("--constrained", action="store_true",
                    help="BIOES transition constraints in training and decoding (NER)")
     p.add_argument("--embeddings", type=Path, default=None,
@@ -129,6 +133,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layers", type=int, default=1, help="BLSTM layers (default: 1)")
     p.add_argument("--word-dim", type=int, default=100,
                    help="word vector size without --embeddings (default: 100)")
+    p.add_argument("--case-dim", type=int, default=None,
+                   help="size of a casing feature per word (default: the energy's)")
     p.add_argument("--embeddings", type=Path, default=None,
                    help="pretrained word vectors (a file, or 'glove-6b-50d'), as the energy's")
     p.add_argument("--freeze-embeddings", action="store_true",
@@ -330,7 +336,7 @@ def cmd_train_crf(args) -> int:
         p, plus=args.model.endswith("+"), out=out, cfg=cfg, hidden=args.hidden,
         word_dim=word_dim, constrained=args.constrained, progress=not args.no_progress,
         device=args.device, word_vectors=vectors, freeze_words=args.freeze_embeddings,
-        resume=args.resume, epoch_lines=True)
+        resume=args.resume, epoch_lines=True, case_dim=args.case_dim)
     scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device,
                                                  shard=True))
               for split in ("dev", "test")}
@@ -380,7 +386,8 @@ def cmd_train_infnet(args) -> int:
         layers=args.layers, word_dim=word_dim, word_vectors=vectors,
         freeze_words=vectors is not None and args.freeze_embeddings, cfg=cfg, out=out,
         energy_checkpoint=args.energy, progress=not args.no_progress, device=args.device,
-        resume=args.resume)
+        resume=args.resume, case_dim=(energy.config.embedder.case_dim if args.case_dim is None
+                                      else args.case_dim))
     scores = {split: score_ids(p, split, predict(model.decode, p.encoded[split], device=args.device,
                                                  shard=True))
               for split in ("dev", "test")}

@@ -431,3 +431,18 @@ def test_frozen_energy_caches_the_models_emissions(prepared, energy_model):
             want_loss = (ref_e + 0.5 * _token_ce(logits, batch.tags, "test")).mean()
         torch.testing.assert_close(a, b)
         torch.testing.assert_close(a, want_loss)
+
+
+def test_a_network_with_the_casing_feature_trains_and_refuses_tailoring(prepared, batch,
+                                                                        energy_model):
+    from structinf.models.encoder import word_cases
+
+    model, hist = train_infnet(prepared, "cnn", energy_model=energy_model, hidden=4, word_dim=4,
+                               case_dim=2, cfg=TrainConfig(epochs=1, batch_size=10),
+                               progress=False)
+    assert torch.equal(model.embedder.word_case, word_cases(prepared.words.itos))
+    assert model.logits(batch).shape[-1] == len(prepared.labels)
+    with torch.no_grad():
+        energy = energy_model.energy(batch)
+    with pytest.raises(NotImplementedError, match="casing"):
+        instance_tailored_logits(model, batch, energy, iterations=1, lr=0.1)

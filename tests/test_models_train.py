@@ -254,3 +254,31 @@ def test_a_capped_training_resumed_is_bit_identical(tmp_path):
                            cfg=TrainConfig(epochs=3, batch_size=4, seed=3, patience=5), **kw)
     for (k, v), (k2, v2) in zip(full.state_dict().items(), more.state_dict().items()):
         assert k == k2 and torch.equal(v, v2), k
+
+
+def test_the_casing_feature_tells_cased_forms_apart_and_is_saved(tmp_path):
+    from structinf.models.encoder import word_cases
+
+    assert word_cases(["<pad>", "<unk>", "the", "Paris", "EU", "1996", "McDonald", "I"]).tolist() \
+        == [0, 0, 1, 2, 3, 4, 4, 2]
+    p = prepare(_tiny_task(8), lowercase=False)
+    cfg = energy_model_config("twitter-pos", p.labels.labels, len(p.words), len(p.chars),
+                              plus=False, hidden=8, word_dim=4, case_dim=3)
+    cfg.embedder.freeze_words = True
+    model = BLSTMCRF(cfg)
+    # The same fixed vector for two forms: only the casing feature can separate them.
+    a, b = p.words.stoi[p.words.itos[2]], p.words.stoi[p.words.itos[3]]
+    with torch.no_grad():
+        model.embedder.words.weight[b] = model.embedder.words.weight[a]
+    model.embedder.set_word_cases(torch.tensor([0, 0, 1, 2] + [4] * (len(p.words) - 4)))
+    x = model.embedder(torch.tensor([[a, b]]))
+    assert x.shape == (1, 2, 4 + 3) and not torch.equal(x[0, 0], x[0, 1])
+    save_checkpoint(tmp_path / "m", model)
+    again, _ = load_checkpoint(tmp_path / "m")
+    assert torch.equal(again.embedder.word_case, model.embedder.word_case)
+    with pytest.raises(ValueError, match="cases"):
+        model.embedder.set_word_cases(torch.zeros(3, dtype=torch.int64))
+    # train_energy fills it from the vocabulary.
+    m, _ = train_energy(p, plus=False, out=None, hidden=4, word_dim=4, case_dim=2,
+                        cfg=TrainConfig(epochs=1, batch_size=4), progress=False)
+    assert torch.equal(m.embedder.word_case, word_cases(p.words.itos))

@@ -68,6 +68,10 @@ class Plan:
     # network uses the vectors of its energy the same way. word_dim follows them.
     embeddings: Optional[str] = None
     energy_hidden: Optional[int] = None        # None: the paper's H for the task
+    # A casing feature of this size in the BLSTM-CRF energy (0: none). It has no
+    # characters, and with fixed lowercase vectors "Paris" and "paris" would
+    # look the same to it (NER).
+    case_dim: int = 0
     energy_train: Dict = field(default_factory=dict)
     energy_train_plus: Optional[Dict] = None   # None: as energy_train
     infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
@@ -141,7 +145,7 @@ def make_plan(task: str, quick: bool = False) -> Plan:
     # lambda is not tuned and Figure 1 has one hidden size. CoNLL-2003 trains its
     # energies and networks to early stopping on dev (the epoch bounds are far).
     if task == "conll2003":
-        return Plan(task=task, table5=True, lambdas=(1.0,), hidden_sweep=(100,),
+        return Plan(task=task, table5=True, lambdas=(1.0,), hidden_sweep=(100,), case_dim=10,
                     energy_train=dict(epochs=80, patience=6),
                     infnet_train=dict(epochs=40, batch_size=16, lr=1e-3, patience=3))
     if task == "ewt-large":
@@ -391,7 +395,7 @@ class Study:
                 self.p, plus=plus, out=self.runs / name, cfg=cfg, hidden=plan.energy_hidden,
                 word_dim=plan.word_dim, progress=self.progress, device=self.device,
                 word_vectors=self._vectors, freeze_words=self._vectors is not None and not plus,
-                resume=resume))
+                resume=resume, case_dim=0 if plus else plan.case_dim))
             out = {"name": name, "hidden": model.config.hidden, **facts}
             for split in ("dev", "test"):
                 out[split] = self._viterbi_eval(model, split)
@@ -445,6 +449,7 @@ class Study:
                 hidden=hidden, windows=windows, layers=layers, word_dim=plan.word_dim, cfg=cfg,
                 word_vectors=self._vectors,
                 freeze_words=self._vectors is not None and not plus, out=self.runs / name,
+                case_dim=0 if plus else plan.case_dim,
                 energy_checkpoint=None if local else self.runs / self.energy_name(plus),
                 progress=self.progress, device=self.device, resume=resume))
             out = {"name": name, "arch": arch, "plus": plus, "local": local, "hidden": hidden,

@@ -57,12 +57,14 @@ class EnergyModelConfig:
 
 def energy_model_config(task: str, labels: List[str], num_words: int, num_chars: int, *,
                         plus: bool, hidden: Optional[int] = None, word_dim: int = 100,
-                        scheme: Optional[str] = None) -> EnergyModelConfig:
-    """The paper's configuration of BLSTM-CRF (plus=False) or BLSTM-CRF+ for a task."""
+                        scheme: Optional[str] = None, case_dim: int = 0) -> EnergyModelConfig:
+    """The paper's configuration of BLSTM-CRF (plus=False) or BLSTM-CRF+ for a task
+    (``case_dim``: an optional casing feature, see :class:`EmbedderConfig`)."""
     if hidden is None:
         hidden = DEFAULT_HIDDEN.get((task, plus), 100)
     emb = EmbedderConfig(num_words=num_words, word_dim=word_dim,
-                         num_chars=num_chars if plus else 0, dropout=0.5 if plus else 0.0)
+                         num_chars=num_chars if plus else 0, dropout=0.5 if plus else 0.0,
+                         case_dim=case_dim)
     return EnergyModelConfig(labels=list(labels), embedder=emb, hidden=hidden, scheme=scheme,
                              plus=plus)
 

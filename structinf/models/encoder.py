@@ -18,7 +18,29 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["EmbedderConfig", "TokenEmbedder", "BLSTM"]
+__all__ = ["EmbedderConfig", "TokenEmbedder", "BLSTM", "NUM_CASES", "word_cases"]
+
+#: Casing classes: 0 padding / unknown word, 1 lowercase, 2 Capitalised,
+#: 3 ALL CAPS, 4 anything else (digits, punctuation, mixed case).
+NUM_CASES = 5
+
+
+def word_cases(itos) -> Tensor:
+    """The casing class of every entry of a word vocabulary (its ``itos``), (V,) int64;
+    ids 0 and 1 (padding, unknown) are class 0."""
+    def case(w: str) -> int:
+        if not any(ch.isalpha() for ch in w):
+            return 4
+        if w.islower():
+            return 1
+        if w[0].isupper() and (len(w) == 1 or w[1:].islower()):
+            return 2
+        if w.isupper():
+            return 3
+        return 4
+    out = torch.tensor([case(w) for w in itos], dtype=torch.int64)
+    out[:2] = 0
+    return out
 
 
 @dataclass
@@ -29,6 +51,10 @@ class EmbedderConfig:
     num_chars: character vocabulary size, 0 for no character CNN.
     char_dim: character vector size. char_filters: CNN output size. char_width: filter width.
     dropout: rate at the paper's places (0 disables). freeze_words: keep word vectors fixed.
+    case_dim: size of a trained casing feature of each word (0: none), looked up
+    from the word's form in a cased vocabulary (:func:`word_cases`): with fixed
+    lowercase vectors (glove.6B) "Paris" and "paris" share a vector, and a
+    model without characters sees their case only through this feature.
     """
 
     num_words: int
@@ -39,6 +65,7 @@ class EmbedderConfig:
     char_width: int = 3
     dropout: float = 0.0
     freeze_words: bool = False
+    case_dim: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -61,6 +88,13 @@ class TokenEmbedder(nn.Module):
         self.words.weight.requires_grad_(not config.freeze_words)
         self.dropout = nn.Dropout(config.dropout)
         self.output_dim = config.word_dim
+        if config.case_dim > 0:
+            self.cases = nn.Embedding(NUM_CASES, config.case_dim)
+            # Filled by set_word_cases (saved with the weights); all "unknown" until then.
+            self.register_buffer("word_case", torch.zeros(config.num_words, dtype=torch.int64))
+            self.output_dim += config.case_dim
+        else:
+            self.cases = None
         if config.num_chars > 0:
             self.chars = nn.Embedding(config.num_chars, config.char_dim, padding_idx=0)
             self.char_cnn = nn.Conv1d(config.char_dim, config.char_filters, config.char_width,
@@ -69,8 +103,20 @@ class TokenEmbedder(nn.Module):
         else:
             self.chars = None
 
+    def set_word_cases(self, cases: Tensor) -> None:
+        """The casing class of each word id (:func:`word_cases` of the vocabulary)."""
+        if self.cases is None:
+            raise ValueError("TokenEmbedder.set_word_cases: this embedder has no casing "
+                             "feature (case_dim = 0)")
+        if tuple(cases.shape) != tuple(self.word_case.shape):
+            raise ValueError(f"TokenEmbedder.set_word_cases: argument 'cases' must have shape "
+                             f"{tuple(self.word_case.shape)}, got {tuple(cases.shape)}")
+        self.word_case.copy_(cases)
+
     def forward(self, words: Tensor, chars: Optional[Tensor] = None) -> Tensor:
         x = self.words(words)
+        if self.cases is not None:
+            x = torch.cat([x, self.cases(self.word_case[words])], -1)
         if self.chars is not None:
             if chars is None:
                 raise ValueError("TokenEmbedder: this model reads characters; argument 'chars' "

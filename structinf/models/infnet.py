@@ -107,15 +107,17 @@ class InfNetConfig:
 
 def infnet_config(arch: str, labels: Sequence[str], num_words: int, num_chars: int,
                   plus: bool, hidden: Optional[int] = None, windows: Sequence[int] = (1, 3),
-                  layers: int = 1, word_dim: int = 100) -> InfNetConfig:
+                  layers: int = 1, word_dim: int = 100, case_dim: int = 0) -> InfNetConfig:
     """The paper's configuration of an inference network.
 
     ``hidden`` defaults to :data:`DEFAULT_INFNET_HIDDEN` (100) for every task
     (the paper tunes it per task, Figure 1). ``plus`` adds the character CNN
     (``num_chars`` characters) and dropout 0.5. No size depends on the task.
+    ``case_dim``: a casing feature as in the energy (:class:`EmbedderConfig`).
     """
     emb = EmbedderConfig(num_words=num_words, word_dim=word_dim,
-                         num_chars=num_chars if plus else 0, dropout=0.5 if plus else 0.0)
+                         num_chars=num_chars if plus else 0, dropout=0.5 if plus else 0.0,
+                         case_dim=case_dim)
     return InfNetConfig(arch=arch, labels=list(labels), embedder=emb,
                         hidden=DEFAULT_INFNET_HIDDEN if hidden is None else hidden,
                         windows=tuple(windows), layers=layers, plus=plus)
@@ -221,6 +223,10 @@ class InferenceNetwork(nn.Module):
             (B, T, L) logits, zero at padding.
         """
         cfg = self.config
+        if cfg.embedder.case_dim > 0:
+            raise NotImplementedError("InferenceNetwork.functional_logits: a network with a "
+                                      "casing feature has no functional forward (instance "
+                                      "tailoring is not supported for it)")
         T = words.shape[1]
         mask = length_mask(lengths.to(words.device), T)
         x = _embed(params, cfg.embedder, words, chars, word_padding_idx)

@@ -11,6 +11,7 @@ from ..data import Prepared
 from ..evaluate import predict, score_ids
 from ..io import CONFIG, load_checkpoint, previous_checkpoint
 from ..models import BLSTMCRF, energy_model_config
+from ..models.encoder import word_cases
 from .fit import TrainConfig, fit, seed_everything
 
 __all__ = ["ENERGY_TRAIN_DEFAULTS", "energy_train_config", "resume_from", "train_energy"]
@@ -54,9 +55,11 @@ def resume_from(out: Optional[Path], model: nn.Module, who: str, *, what: str = 
 def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConfig,
                  hidden: Optional[int] = None, word_dim: int = 100, constrained: bool = False,
                  progress: bool = True, epoch_lines: Optional[bool] = None, device="cpu", word_vectors: Optional[Tensor] = None,
-                 freeze_words: bool = False, on_epoch=None, resume: bool = False):
+                 freeze_words: bool = False, on_epoch=None, resume: bool = False,
+                 case_dim: int = 0):
     """Trains a BLSTM-CRF (+) energy by conditional log-likelihood.
 
+    case_dim > 0 adds a casing feature of that size (:class:`structinf.models.encoder.EmbedderConfig`).
     With ``resume``, training continues from the checkpoint in ``out`` (its
     history, and the last epoch's weights, optimizer and random states; same
     model settings required) up to ``cfg.epochs``, ending bit for bit where an
@@ -68,9 +71,13 @@ def train_energy(p: Prepared, *, plus: bool, out: Optional[Path], cfg: TrainConf
     scheme = p.task.scheme if constrained else None
     seed_everything(cfg.seed)
     mcfg = energy_model_config(p.task.name, p.labels.labels, len(p.words), len(p.chars),
-                               plus=plus, hidden=hidden, word_dim=word_dim, scheme=scheme)
+                               plus=plus, hidden=hidden, word_dim=word_dim, scheme=scheme,
+                               case_dim=case_dim)
     mcfg.embedder.freeze_words = freeze_words
-    model = BLSTMCRF(mcfg, word_vectors).to(device)
+    model = BLSTMCRF(mcfg, word_vectors)
+    if case_dim > 0:
+        model.embedder.set_word_cases(word_cases(p.words.itos))
+    model = model.to(device)
     prior = resume_from(out, model, "train_energy", what="model settings") if resume else None
     dev = p.encoded["dev"]
 

@@ -23,6 +23,7 @@ from ..decode.relaxed import check_relaxable
 from ..energy import LinearChainEnergy
 from ..evaluate import iterate, predict, score_ids
 from ..models.infnet import InferenceNetwork, infnet_config
+from ..models.encoder import word_cases
 from .energy import resume_from
 from .fit import EpochRecord, TrainConfig, fit, seed_everything
 
@@ -148,8 +149,8 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
                  word_dim: int = 100, word_vectors: Optional[Tensor] = None,
                  freeze_words: bool = False, cfg: TrainConfig, out: Optional[Path] = None,
                  energy_checkpoint: Optional[Path] = None, progress: bool = True,
-                 device: str | torch.device = "cpu", on_epoch=None, resume: bool = False
-                 ) -> Tuple[InferenceNetwork, list]:
+                 device: str | torch.device = "cpu", on_epoch=None, resume: bool = False,
+                 case_dim: int = 0) -> Tuple[InferenceNetwork, list]:
     """Trains an inference network (``energy_model`` given) or a local baseline (None).
 
     The inference network minimises :func:`infnet_loss` with weight
@@ -160,6 +161,7 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     Args:
         p: the prepared task. arch: "cnn", "blstm" or "seq2seq".
         hidden: H (default 100). windows: cnn filter widths. layers: BLSTM layers.
+        case_dim: a casing feature of that size, as the energy's (0: none).
         word_dim: word vector size. word_vectors: optional (num_words, word_dim)
             initial word vectors; freeze_words keeps them fixed.
         cfg: optimiser, epochs, early stopping, seed.
@@ -180,9 +182,12 @@ def train_infnet(p: Prepared, arch: str, *, energy_model: Optional[nn.Module] = 
     seed_everything(cfg.seed)
     mcfg = infnet_config(arch, p.labels.labels, len(p.words), len(p.chars),
                          plus=plus, hidden=hidden, windows=windows, layers=layers,
-                         word_dim=word_dim)
+                         word_dim=word_dim, case_dim=case_dim)
     mcfg.embedder.freeze_words = freeze_words
-    model = InferenceNetwork(mcfg, word_vectors).to(device)
+    model = InferenceNetwork(mcfg, word_vectors)
+    if case_dim > 0:
+        model.embedder.set_word_cases(word_cases(p.words.itos))
+    model = model.to(device)
     prior = None
     if resume:
         want_lam = None if energy_model is None else lam
