@@ -277,6 +277,8 @@ def test_the_study_under_torchrun_gives_the_serial_results(tmp_path):
     said = two.stdout + two.stderr
     assert not [u for u in shared if f"done: {u} (" in said]
     assert "done: tailor-infnet-cnn-lam1+ (" in said
+    # The gradient-descent grids ran one learning rate per job, then were merged.
+    assert "gd-crf+-dev-lr0" in two.stderr and "round 4: " in two.stderr
     tables = sorted(p.name for p in (tmp_path / "r1").glob("*.json"))
     assert "table1.json" in tables and "table4.json" in tables
     assert tables == sorted(p.name for p in (tmp_path / "r2").glob("*.json"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from structinf.experiments.reproduce import Plan, Study
@@ -138,3 +139,28 @@ def test_the_summary_takes_the_pretrained_vector_study_when_it_has_table1(tmp_pa
     assert where == {"twitter-pos": "twitter-pos", "conll2003": "conll2003-glove",
                      "ewt-large": "ewt-large"}  # ewt-large-glove has no Table 1 yet
     assert study_folders(tmp_path, {"conll2003": "conll2003"})["conll2003"] == "conll2003"
+
+
+def test_a_gradient_descent_grid_merged_from_its_learning_rates_is_the_whole_grid():
+    from structinf.data import load_task, prepare
+    from structinf.data.tasks import TaskData
+    from structinf.experiments.gd_study import GDRuns, run_gd_grid
+    from structinf.train import TrainConfig, train_energy
+
+    full = load_task("twitter-pos")
+    p = prepare(TaskData("twitter-pos", full.train[:20], full.dev[:13], full.test[:5],
+                         full.labels, full.metric))
+    model, _ = train_energy(p, plus=False, out=None, hidden=4, word_dim=4,
+                            cfg=TrainConfig(epochs=1, batch_size=5), progress=False)
+    lrs, its = [10.0, 1.0, 0.1], [2, 5]
+    whole = run_gd_grid(model, p, "dev", lrs=lrs, iterations=its, batch_size=4, progress=False)
+    parts = [run_gd_grid(model, p, "dev", lrs=[lr], iterations=its, batch_size=4,
+                         progress=False) for lr in (0.1, 10.0, 1.0)]
+    merged = GDRuns.merge(lrs, parts)
+    assert merged.labels == whole.labels
+    for key in whole.energy:
+        assert (merged.energy[key] == whole.energy[key]).all()
+        assert (merged.relaxed[key] == whole.relaxed[key]).all()
+    assert set(merged.seconds) == {0, 1, 2}
+    with pytest.raises(ValueError, match="cover"):
+        GDRuns.merge(lrs, parts[:2])

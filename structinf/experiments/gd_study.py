@@ -62,6 +62,33 @@ class GDRuns:
                 "seconds": {str(i): {str(n): s for n, s in d.items()} for i, d in self.seconds.items()}}
 
     @classmethod
+    def merge(cls, lrs: Sequence[float], parts: Sequence["GDRuns"]) -> "GDRuns":
+        """One grid over ``lrs`` from runs over parts of it (each lr in exactly one
+        part, the same iterations everywhere): what :func:`run_gd_grid` over all
+        of ``lrs`` gives, since each learning rate's runs draw their own seeded
+        initialisations (the timings are those of the parts)."""
+        lrs = [float(x) for x in lrs]
+        iterations = parts[0].iterations if parts else []
+        out = cls(lrs, list(iterations))
+        seen = []
+        for part in parts:
+            if list(part.iterations) != list(iterations):
+                raise ValueError("GDRuns.merge: the parts ran different iteration counts")
+            for j, lr in enumerate(part.lrs):
+                if float(lr) not in lrs:
+                    raise ValueError(f"GDRuns.merge: a part ran lr {lr}, not in {lrs}")
+                i = lrs.index(float(lr))
+                seen.append(i)
+                for n in iterations:
+                    out.labels[(i, n)] = part.labels[(j, n)]
+                    out.energy[(i, n)] = part.energy[(j, n)]
+                    out.relaxed[(i, n)] = part.relaxed[(j, n)]
+                out.seconds[i] = dict(part.seconds[j])
+        if sorted(seen) != list(range(len(lrs))):
+            raise ValueError(f"GDRuns.merge: the parts do not cover each of {lrs} once")
+        return out
+
+    @classmethod
     def from_dict(cls, d: dict) -> "GDRuns":
         key = lambda s: tuple(int(x) for x in s.split(","))  # noqa: E731
         return cls(d["lrs"], d["iterations"],

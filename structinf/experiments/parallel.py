@@ -2,12 +2,15 @@
 
 ``structinf reproduce`` under ``torchrun --nproc-per-node N`` first deals the
 units that depend on nothing but the energies out among the N processes, in
-three rounds with a barrier after each:
+rounds with a barrier after each:
 
 1. the two energies (BLSTM-CRF, BLSTM-CRF+);
 2. the local baselines and the inference networks of the lambda grid (Tables
    1, 2, 4 and 5) and of the hidden-size sweep (Figure 1);
-3. the gradient-descent learning-rate grids (dev and test, both energies).
+3. the gradient-descent grids (dev and test, both energies), one learning rate
+   per job, then each grid merged from its learning rates (each learning rate's
+   runs draw their own seeded initialisations, so the merged grid is the
+   serial one).
 
 Each process trains its units alone (no DDP: a unit is one ordinary training,
 with the seed it has in a serial run) and writes them where the serial study
@@ -68,12 +71,17 @@ def rounds(study) -> List[List[Job]]:
             nets.append(net(arch, False, True, hidden=h))
             if single is not None:
                 nets.append(net(arch, False, False, single, hidden=h))
-    gd = [(f"gd-{'crf+' if plus else 'crf'}-{split}", stage_cost("gd") / 2,
-           (lambda plus=plus, split=split: study.gd(plus, split)))
-          for plus in (True, False) for split in ("dev", "test")]
+    grids = [(plus, split) for plus in (True, False) for split in ("dev", "test")]
+    n_lrs = len(plan.gd_lrs)
+    gd = [(f"gd-{'crf+' if plus else 'crf'}-{split}-lr{i}", stage_cost("gd") / (2 * n_lrs),
+           (lambda plus=plus, split=split, i=i: study.gd_part(plus, split, i)))
+          for plus, split in grids for i in range(n_lrs)]
+    merge = [(f"gd-{'crf+' if plus else 'crf'}-{split}", 0.0,
+              (lambda plus=plus, split=split: study.gd_merge(plus, split)))
+             for plus, split in grids]
     seen: set = set()
     out = []
-    for jobs in (energies, nets, gd):
+    for jobs in (energies, nets, gd, merge):
         kept = [j for j in jobs if not (j[0] in seen or seen.add(j[0]))]
         out.append(kept)
     return out

@@ -511,6 +511,33 @@ class Study:
         self._gd[key] = runs
         return runs
 
+    def _gd_path(self, plus: bool, split: str, part: Optional[int] = None) -> Path:
+        name = f"gd-{'crf+' if plus else 'crf'}-{split}"
+        return self.runs / (f"{name}.json.gz" if part is None else f"{name}.lr{part}.json.gz")
+
+    def gd_part(self, plus: bool, split: str, i: int) -> None:
+        """The gradient-descent grid's runs at its i-th learning rate alone (a
+        part of :meth:`gd`, for several processes); :meth:`gd_merge` joins them."""
+        if self._gd_path(plus, split).is_file() or self._gd_path(plus, split, i).is_file():
+            return
+        model, _ = self.energy(plus)
+        bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
+        runs = gd_study.run_gd_grid(model, self.p, split, lrs=[self.plan.gd_lrs[i]],
+                                    iterations=self.plan.gd_iterations, batch_size=bs,
+                                    device=self.device, progress=self.progress)
+        write_json_gz_atomic(self._gd_path(plus, split, i), runs.to_dict())
+
+    def gd_merge(self, plus: bool, split: str) -> None:
+        """Joins the parts :meth:`gd_part` wrote into the grid :meth:`gd` reads."""
+        path = self._gd_path(plus, split)
+        if path.is_file():
+            return
+        parts = []
+        for i in range(len(self.plan.gd_lrs)):
+            with gzip.open(self._gd_path(plus, split, i), "rt") as f:
+                parts.append(gd_study.GDRuns.from_dict(json.load(f)))
+        write_json_gz_atomic(path, gd_study.GDRuns.merge(self.plan.gd_lrs, parts).to_dict())
+
     def gd_summary(self, plus: bool) -> dict:
         """Oracle-tuned and dev-tuned gradient descent on the test set."""
         name = f"gd-{'crf+' if plus else 'crf'}"
