@@ -164,3 +164,11 @@ def test_a_gradient_descent_grid_merged_from_its_learning_rates_is_the_whole_gri
     assert set(merged.seconds) == {0, 1, 2}
     with pytest.raises(ValueError, match="cover"):
         GDRuns.merge(lrs, parts[:2])
+
+
+def test_figure2_says_which_test_sentences_it_timed():
+    from structinf.experiments.report import _timed_sentences
+
+    assert _timed_sentences({"test_sentences": 300}) == "the 300 test sentences"
+    assert _timed_sentences({"test_sentences": 500, "test_total": 3453}) == (
+        "the first 500 of the 3453 test sentences (scores: all of them)")

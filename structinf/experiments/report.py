@@ -27,6 +27,14 @@ def _num(x: Optional[float], digits: int = 2) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
 
+def _timed_sentences(timing: dict) -> str:
+    """Which test sentences Figure 2 timed: all, or the first n (the scores are
+    always of the whole test set)."""
+    n, total = timing["test_sentences"], timing.get("test_total", timing["test_sentences"])
+    return (f"the {n} test sentences" if n >= total
+            else f"the first {n} of the {total} test sentences (scores: all of them)")
+
+
 def md_table(header: List[str], rows: List[List[str]]) -> str:
     """A markdown table."""
     out = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
@@ -296,7 +304,7 @@ class Report:
                      f"{100 * feature['spread']:.0f}%", ""])
         body = ("![figure 2](figure2.png)\n\n"
                 f"Every time was measured in one run: the median of {timing['repeats']} passes "
-                f"over the {timing['test_sentences']} test sentences (batch "
+                f"over {_timed_sentences(timing)} (batch "
                 f"{timing['batch_size']}, {timing['device']}, {timing['threads']} thread(s); "
                 f"{timing['warmup']} untimed pass first), the methods taking turns pass by "
                 "pass. Times run from token ids to labels and include the energy's feature "
@@ -341,7 +349,7 @@ class Report:
                       f"{timing['repeats']} runs, bars from min to max")
         ax.set_ylabel(f"test {self.metric} (%)")
         ax.set_title(f"Figure 2 ({self._scope()}): inference time vs test {self.metric}, "
-                     f"BLSTM-CRF+ energy\n{timing['test_sentences']} test sentences, batch "
+                     f"BLSTM-CRF+ energy\ntimes: {_timed_sentences(timing)}, batch "
                      f"{timing['batch_size']}, {timing['device']}, {timing['threads']} "
                      "thread(s), every point timed in the same run", fontsize=9)
         ax.grid(alpha=0.3, which="both")
