@@ -266,7 +266,9 @@ def fit(
     """Trains ``model`` in place and leaves it with its best dev weights.
 
     Args:
-        loss_fn: (model, batch) -> scalar loss to minimise (batch already on ``device``).
+        loss_fn: (model, batch) -> scalar loss to minimise (batch already on ``device``):
+            the mean over the batch's sentences (under torchrun each rank's share
+            is weighted by its size, which is exact for such a mean).
         dev_score: model -> score on the dev set, higher is better (called in eval mode).
         checkpoint: folder for the checkpoint, replaced after every epoch: the best
             weights so far, the history and the training state (it is this run's
