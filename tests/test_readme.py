@@ -158,9 +158,12 @@ def test_bare_structinf_is_the_quick_study(monkeypatch):
     assert bare == spelled
 
 
+def _needs_conll(command: str) -> bool:
+    """A command that reads CoNLL-2003 or what an earlier one trained on it."""
+    return "conll2003" in command
+
+
 @pytest.mark.slow
-@pytest.mark.skipif(_conll_files() is None,
-                    reason="CoNLL-2003 is absent (the README's NER commands need it)")
 def test_readme_runs_in_order(tmp_path):
     work = tmp_path / "work"
     work.mkdir()
@@ -169,12 +172,15 @@ def test_readme_runs_in_order(tmp_path):
     shutil.copytree(ROOT / "benchmarks", work / "benchmarks",
                     ignore=shutil.ignore_patterns("results", "__pycache__", "*.json", "*.md"))
     (work / "benchmarks" / "results").mkdir()
-    _tiny_conll(tmp_path / "data")
+    have_conll = _conll_files() is not None
+    (tmp_path / "data").mkdir()
+    if have_conll:
+        _tiny_conll(tmp_path / "data")
     env = {**os.environ, "STRUCTINF_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                        os.environ.get("PYTHONPATH")])),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}
-    ran, skipped, log = [], [], []
+    ran, skipped, no_data, log = [], [], [], []
     for step in readme_steps():
         start = time.perf_counter()
         if step.kind == "python":
@@ -189,6 +195,11 @@ def test_readme_runs_in_order(tmp_path):
         if step.text in SKIPPED:
             skipped.append(step.text)
             continue
+        if not have_conll and _needs_conll(step.text):
+            # Without the data (Reuters license: never shipped) the NER commands
+            # cannot run; every other command still does, in order.
+            no_data.append(step.text)
+            continue
         command = _expand(step.text)
         out = subprocess.run(["bash", "-c", "set -euo pipefail; " + command], cwd=work, env=env,
                              capture_output=True, text=True, timeout=600)
@@ -198,8 +209,9 @@ def test_readme_runs_in_order(tmp_path):
             f"{out.returncode}\n--- stdout\n{out.stdout[-3000:]}\n--- stderr\n{out.stderr[-3000:]}")
         _check_output(step, out.stdout)
         ran.append(step.text)
-    print("\n".join(log))
+    print("\n".join(log + [f"skipped without CoNLL-2003: {c}" for c in no_data]))
     assert sorted(skipped) == sorted(SKIPPED)
+    assert have_conll or no_data, "the README has no CoNLL-2003 command any more"
     assert ran, "no README command ran"
     # Nothing was written into the checkout's results or runs.
     assert not (ROOT / "benchmarks" / "results" / "readme-test.json").exists()
