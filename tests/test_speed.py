@@ -258,3 +258,8 @@ def test_bench_times_the_quick_studys_models_when_there_is_no_full_study(tmp_pat
     (runs / "twitter-pos" / "energy-crf").mkdir(parents=True)
     (runs / "twitter-pos" / "energy-crf" / "config.json").write_text("{}")
     assert study_folder("twitter-pos", runs) == "twitter-pos"
+    # The study with pretrained vectors comes first once its energy is there.
+    (runs / "twitter-pos-glove" / "energy-crf").mkdir(parents=True)
+    assert study_folder("twitter-pos", runs) == "twitter-pos"
+    (runs / "twitter-pos-glove" / "energy-crf" / "config.json").write_text("{}")
+    assert study_folder("twitter-pos", runs) == "twitter-pos-glove"

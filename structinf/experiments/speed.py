@@ -407,10 +407,11 @@ def _fresh(build: Callable[[], nn.Module], seed: int) -> nn.Module:
 
 
 def study_folder(task: str, runs_dir="runs") -> str:
-    """The study folder to time for ``task``: the full study's (``<task>``) when its
-    energy checkpoint is there, else the quick study's (``quick-<task>``, what
-    ``structinf`` with no arguments writes) when that one is, else ``<task>``."""
-    for folder in (task, f"quick-{task}"):
+    """The study folder to time for ``task``: the full study with pretrained vectors
+    (``<task>-glove``) when its energy checkpoint is there, else the full study's
+    (``<task>``), else the quick study's (``quick-<task>``, what ``structinf``
+    with no arguments writes), else ``<task>``."""
+    for folder in (f"{task}-glove", task, f"quick-{task}"):
         if (Path(runs_dir) / folder / Study.energy_name(False) / "config.json").is_file():
             return folder
     return task
