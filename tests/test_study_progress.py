@@ -137,6 +137,9 @@ def test_limit_and_epochs_options(monkeypatch, tmp_path):
     args = parser.parse_args(["--limit", "7", "--epochs", "2", "--results", str(tmp_path / "r"),
                               "--runs", str(tmp_path / "u")])
     seen = {}
+    # The quick study runs on one thread unless told otherwise (not this test's process).
+    threads = []
+    monkeypatch.setattr("torch.set_num_threads", threads.append)
 
     class FakeStudy:
         def __init__(self, plan, results, runs, **kw):
@@ -151,6 +154,7 @@ def test_limit_and_epochs_options(monkeypatch, tmp_path):
         reproduce.run(args)
     plan = seen["plan"]
     assert plan.limit == 7 and plan.epochs == 2 and plan.quick
+    assert threads == [1]
     assert plan.training("energy", False)["epochs"] == 2
     assert plan.training("infnet", True)["epochs"] == 2
     # A cap above the plan's epochs leaves them as they are.

@@ -66,7 +66,8 @@ def add_reproduce_arguments(p: argparse.ArgumentParser) -> None:
                         "10 MB each) to <results>/checkpoints, to be committed: the study then "
                         "resumes from them on another machine")
     p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (default: torch's; use 1 when other work shares "
+                   help="torch CPU threads (default: 1 for the quick study, whose models are "
+                        "too small to gain from more, else torch's; use 1 when other work shares "
                         "the cores)")
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--no-progress", action="store_true",
