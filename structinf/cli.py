@@ -54,6 +54,21 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="log more, and show the traceback of an error")
 
 
+def _add_training_options(p: argparse.ArgumentParser, default_of) -> None:
+    """--epochs, --batch-size, --lr, --patience (default text from ``default_of(key)``),
+    --optimizer and --seed: the options every trainer shares."""
+    for name, kind, what in (("epochs", int, "most epochs (early stopping may end sooner)"),
+                             ("batch-size", int, "sentences per batch (per process under torchrun)"),
+                             ("lr", float, "learning rate"),
+                             ("patience", int, "epochs without a better dev score before stopping")):
+        p.add_argument(f"--{name}", type=kind, default=None,
+                       help=f"{what} (default: {default_of(name.replace('-', '_'))})")
+    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
+                   help=f"optimizer (default: {TrainConfig.optimizer})")
+    p.add_argument("--seed", type=int, default=None,
+                   help=f"random seed (default: {TrainConfig.seed})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="structinf",
@@ -78,18 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the training of the checkpoint in --out (an interrupted or "
                         "capped run) up to --epochs, from its last epoch's weights, optimizer "
                         "and random states: the result is the one an uninterrupted run gives")
-    for name, kind, what in (("epochs", int, "most epochs (early stopping may end sooner)"),
-                             ("batch-size", int, "sentences per batch (per process under torchrun)"),
-                             ("lr", float, "learning rate"),
-                             ("patience", int, "epochs without a better dev score before stopping")):
-        key = name.replace("-", "_")
-        recipe = ", ".join(f"{t}: {d[key]}" for t, d in ENERGY_TRAIN_DEFAULTS.items() if key in d)
-        p.add_argument(f"--{name}", type=kind, default=None,
-                       help=f"{what} (default: the task's recipe; {recipe})")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
-                   help=f"optimizer (default: {TrainConfig.optimizer})")
-    p.add_argument("--seed", type=int, default=None,
-                   help=f"random seed (default: {TrainConfig.seed})")
+    _add_training_options(p, lambda key: "the task's recipe; " + ", ".join(
+        f"{t}: {d[key]}" for t, d in ENERGY_TRAIN_DEFAULTS.items() if key in d))
     p.add_argument("--hidden", type=int, default=None,
                    help="BLSTM size per direction (default: the paper's for the task)")
     p.add_argument("--case-dim", type=int, default=0,
@@ -144,16 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint")
     p.add_argument("--resume", action="store_true",
                    help="continue the training of the checkpoint in --out up to --epochs")
-    for name, kind, what in (("epochs", int, "most epochs"), ("batch-size", int,
-                             "sentences per batch (per process under torchrun)"),
-                             ("lr", float, "learning rate"),
-                             ("patience", int, "epochs without a better dev score")):
-        p.add_argument(f"--{name}", type=kind, default=None,
-                       help=f"{what} (default: {INFNET_TRAIN_DEFAULTS[name.replace('-', '_')]})")
-    p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
-                   help=f"optimizer (default: {TrainConfig.optimizer})")
-    p.add_argument("--seed", type=int, default=None,
-                   help=f"random seed (default: {TrainConfig.seed})")
+    _add_training_options(p, lambda key: str(INFNET_TRAIN_DEFAULTS[key]))
     _add_common(p)
 
     p = sub.add_parser("evaluate", help="score a trained energy on a split",
