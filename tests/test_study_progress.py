@@ -162,3 +162,32 @@ def test_limit_and_epochs_options(monkeypatch, tmp_path):
         "infnet", False)["epochs"] == 5
     with pytest.raises(ValueError, match="--limit"):
         reproduce.run(parser.parse_args(["--limit", "0"]))
+
+
+def test_table4_lambda_grid_tunes_only_table4s_network(tmp_path):
+    from structinf.experiments.parallel import rounds
+
+    torch.set_num_threads(1)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    plan = _tiny_plan(table4_lambdas=(0.5, 1.0))
+    assert plan.lambdas_for("cnn", True) == (0.5, 1.0)
+    assert plan.lambdas_for("cnn", False) == plan.lambdas_for("blstm", True) == (1.0,)
+    study = Study(plan, results, runs, progress=False)
+    planned = [s.name for s in study.stages()]
+    parallel = {name for jobs in rounds(study) for name, _, _ in jobs}
+    study.run()
+    units = {p.stem for p in (results / "units").glob("*.json")}
+    t4 = json.loads((results / "table4.json").read_text())
+    # The two infnet+ of the grid, and the one with the better dev score in Table 4.
+    grid = {lam: json.loads((results / "units" / f"infnet-cnn-lam{lam:g}+.json").read_text())
+            for lam in (0.5, 1.0)}
+    best = max((0.5, 1.0), key=lambda lam: (grid[lam]["dev"]["score"], -lam))
+    assert t4["lam"] == best and t4["infnet"]["name"] == f"infnet-cnn-lam{best:g}+"
+    assert "λ tuned on dev over [0.5, 1.0]" in (results / "table4.md").read_text()
+    # Table 1's networks keep lambdas: no lam0.5 on the BLSTM-CRF energy.
+    assert "infnet-cnn-lam0.5" not in units and "infnet-cnn-lam1" in units
+    # The stage list and the parallel rounds name the same units the run made.
+    resolved = {n.replace("lam*", f"lam{best:g}") for n in planned} - {FIGURE2_TIMING}
+    assert resolved == units
+    assert {"infnet-cnn-lam0.5+", "infnet-cnn-lam1+"} <= parallel
+    assert "infnet-cnn-lam0.5" not in parallel

@@ -40,6 +40,8 @@ def rounds(study) -> List[List[Job]]:
     """The independent units of ``study``'s plan, round by round: (name, cost, run)."""
     plan = study.plan
     single = plan.lambdas[0] if len(plan.lambdas) == 1 else None
+    single_blstm_plus = plan.lambdas_for("blstm", True)
+    single_blstm_plus = single_blstm_plus[0] if len(single_blstm_plus) == 1 else None
 
     def net(arch: str, plus: bool, local: bool, lam: float = 1.0, **kw) -> Job:
         name = study.net_name(arch, plus=plus, local=local, default_hidden=plan.hidden,
@@ -54,15 +56,15 @@ def rounds(study) -> List[List[Job]]:
 
     def grid(arch: str, plus: bool, **kw) -> None:
         nets.append(net(arch, plus, True, **kw))
-        nets.extend(net(arch, plus, False, lam, **kw) for lam in plan.lambdas)
+        nets.extend(net(arch, plus, False, lam, **kw) for lam in plan.lambdas_for(arch, plus))
 
     grid(plan.plus_arch, True)
     for arch in plan.archs:
         grid(arch, False)
     if plan.table5:
         grid("blstm", True)
-        if single is not None:
-            nets.append(net("blstm", True, False, single, layers=2, anneal=True))
+        if single_blstm_plus is not None:
+            nets.append(net("blstm", True, False, single_blstm_plus, layers=2, anneal=True))
     nets.append(net("cnn", False, True, windows=(1, 5)))
     if single is not None:
         nets.append(net("cnn", False, False, single, windows=(1, 5)))

@@ -171,8 +171,9 @@ class Report:
                  _pct(t["gd"]["oracle"]["score"]), f"{pp['gd']}"],
                 ["gradient descent, dev-tuned", _pct(t["gd"]["dev_tuned"]["score"]), "-"],
                 ["Viterbi", _pct(t["viterbi"]), f"{pp['viterbi']}"]]
+        grid = list(self.plan.lambdas_for(t["arch"], True))
         body = (f"Test {self.metric} (%) with the BLSTM-CRF+ energy (character CNN, dropout "
-                f"0.5, fine-tuned embeddings).\n\n"
+                f"0.5, fine-tuned embeddings); infnet+ λ tuned on dev over {grid}.\n\n"
                 + md_table(["", "ours", f"paper ({self.paper_task})"], rows))
         self._write("table4", f"Table 4: {self.task}, BLSTM-CRF+", body, t)
 
