@@ -57,3 +57,50 @@ def test_keep_checkpoints_refuses_to_replace_or_to_keep_a_large_one(tmp_path, mo
     monkeypatch.setattr("structinf.experiments.reproduce.COMMITTED_MAX_BYTES", 10 * 2**20)
     with pytest.raises(FileExistsError):
         keep_checkpoints(tmp_path / "r", runs, ["x"])
+
+
+# ------------------------------------------------- the checkpoints in results/
+
+from pathlib import Path  # noqa: E402
+
+from structinf.data import prepare_from_extra  # noqa: E402
+from structinf.data.tasks import DEFAULT_DATA_DIR, load_task  # noqa: E402
+from structinf.evaluate import predict, score_ids  # noqa: E402
+from structinf.experiments.reproduce import COMMITTED_MAX_BYTES  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+KEPT = sorted(RESULTS.glob(f"*/{COMMITTED}/*"))
+
+
+def _data_present(task: str) -> bool:
+    try:
+        load_task(task, DEFAULT_DATA_DIR)
+        return True
+    except (FileNotFoundError, OSError):
+        return False
+
+
+def test_results_keep_checkpoints():
+    assert {p.parent.parent.name for p in KEPT} >= {"conll2003-glove"}
+
+
+@pytest.mark.parametrize("folder", KEPT, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
+def test_a_kept_checkpoint_is_small_and_gives_its_study_units_scores(folder):
+    import json
+
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["config.json", "weights.safetensors"]
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= COMMITTED_MAX_BYTES
+    model, extra = load_checkpoint(folder)
+    assert all(t.dtype == torch.float32 for t in model.state_dict().values()
+               if t.is_floating_point())
+    unit = json.loads((folder.parent.parent / "units" / f"{folder.name}.json").read_text())
+    assert len(extra["history"]) == unit["epochs_run"]
+    task = extra["task"]
+    if not _data_present(task):
+        pytest.skip(f"{task} data not found in {DEFAULT_DATA_DIR}")
+    torch.set_num_threads(1)
+    p = prepare_from_extra(extra)
+    for split in ("dev", "test"):
+        labels = predict(model.decode, p.encoded[split])
+        assert score_ids(p, split, labels) == pytest.approx(unit[split]["score"], abs=1e-9), split
