@@ -72,12 +72,13 @@ RESULTS = Path(__file__).resolve().parents[1] / "results"
 KEPT = sorted(RESULTS.glob(f"*/{COMMITTED}/*"))
 
 
-def _data_present(task: str) -> bool:
-    try:  # the default data folder; Twitter POS also ships inside the package
-        load_task(task)
-        return True
+def _task_data(task: str):
+    """The task's data from the default folder (Twitter POS also ships inside the
+    package), or None when it is not there."""
+    try:
+        return load_task(task)
     except (FileNotFoundError, OSError):
-        return False
+        return None
 
 
 def test_results_keep_checkpoints():
@@ -97,10 +98,11 @@ def test_a_kept_checkpoint_is_small_and_gives_its_study_units_scores(folder):
     unit = json.loads((folder.parent.parent / "units" / f"{folder.name}.json").read_text())
     assert len(extra["history"]) == unit["epochs_run"]
     task = extra["task"]
-    if not _data_present(task):
+    data = _task_data(task)
+    if data is None:
         pytest.skip(f"{task} data not found ($STRUCTINF_DATA_DIR or {DEFAULT_DATA_DIR})")
     torch.set_num_threads(1)
-    p = prepare_from_extra(extra)
+    p = prepare_from_extra(extra, task=data)
     for split in ("dev", "test"):
         labels = predict(model.decode, p.encoded[split])
         assert score_ids(p, split, labels) == pytest.approx(unit[split]["score"], abs=1e-9), split

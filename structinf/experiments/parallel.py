@@ -39,9 +39,8 @@ Job = Tuple[str, float, Callable[[], object]]
 def rounds(study) -> List[List[Job]]:
     """The independent units of ``study``'s plan, round by round: (name, cost, run)."""
     plan = study.plan
-    single = plan.lambdas[0] if len(plan.lambdas) == 1 else None
-    single_blstm_plus = plan.lambdas_for("blstm", True)
-    single_blstm_plus = single_blstm_plus[0] if len(single_blstm_plus) == 1 else None
+    single = plan.single_lambda("cnn", False)  # every network on the BLSTM-CRF energy
+    single_blstm_plus = plan.single_lambda("blstm", True)
 
     def net(arch: str, plus: bool, local: bool, lam: float = 1.0, **kw) -> Job:
         name = study.net_name(arch, plus=plus, local=local, default_hidden=plan.hidden,

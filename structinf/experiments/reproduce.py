@@ -125,6 +125,12 @@ class Plan:
             return tuple(self.table4_lambdas)
         return tuple(self.lambdas)
 
+    def single_lambda(self, arch: str, plus: bool) -> Optional[float]:
+        """The lambda of a one-value grid (networks trained at it directly), else None
+        (the dev-tuned lambda decides)."""
+        grid = self.lambdas_for(arch, plus)
+        return grid[0] if len(grid) == 1 else None
+
     @property
     def figure1_archs(self) -> Tuple[str, ...]:
         return self.archs if self.sweep_archs is None else self.sweep_archs
@@ -278,9 +284,6 @@ class Study:
             if all(s.name != name for s in out):
                 out.append(Stage(name, cost))
 
-        def lam_of(lams) -> Optional[float]:
-            return lams[0] if len(lams) == 1 else None
-
         def net(arch, plus, local, lam=1.0, stage=True, **kw):
             name = self.net_name(arch, plus=plus, local=local, default_hidden=plan.hidden,
                                  hidden=kw.pop("hidden", plan.hidden), lam=lam or 1.0, **kw)
@@ -299,7 +302,7 @@ class Study:
         net(arch, True, True)
         lambdas(arch, True)
         add("gd-crf+", stage_cost("gd"))
-        best = net(arch, True, False, lam_of(plan.lambdas_for(arch, True)), stage=False)
+        best = net(arch, True, False, plan.single_lambda(arch, True), stage=False)
         add(f"tailor-{best}", stage_cost("tailor"))
         add(f"warm-{best}", stage_cost("warm"))
         add(FIGURE2_TIMING, stage_cost("timing"))
@@ -311,16 +314,16 @@ class Study:
         if plan.table5:
             net("blstm", True, True)
             lambdas("blstm", True)
-            net("blstm", True, False, lam_of(plan.lambdas_for("blstm", True)), layers=2,
+            net("blstm", True, False, plan.single_lambda("blstm", True), layers=2,
                 anneal=True)
         if plan.lm_study:
             add("perplexity", stage_cost("perplexity"))
         net("cnn", False, True, windows=(1, 5))
-        net("cnn", False, False, lam_of(plan.lambdas), windows=(1, 5))
+        net("cnn", False, False, plan.single_lambda("cnn", False), windows=(1, 5))
         for a in plan.figure1_archs:
             for h in plan.hidden_sweep:
                 net(a, False, True, hidden=h)
-                net(a, False, False, lam_of(plan.lambdas), hidden=h)
+                net(a, False, False, plan.single_lambda(a, False), hidden=h)
         return out
 
     def _stage_done(self, name: str, computed: bool) -> None:
