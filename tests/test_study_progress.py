@@ -191,3 +191,47 @@ def test_table4_lambda_grid_tunes_only_table4s_network(tmp_path):
     assert resolved == units
     assert {"infnet-cnn-lam0.5+", "infnet-cnn-lam1+"} <= parallel
     assert "infnet-cnn-lam0.5" not in parallel
+
+
+def test_table4_hidden_sizes_are_tuned_on_dev_for_both_networks(tmp_path, monkeypatch):
+    """With ``table4_hidden``, Table 4's local baseline+ and infnet+ (at the grid's
+    lambda) are also trained at those H, and the dev-best of each is kept (here H = 4,
+    made dev-best) for Tables 4 and 6; the stage list and the parallel rounds name
+    the units the run made."""
+    from fnmatch import fnmatchcase
+
+    from structinf.experiments.parallel import rounds
+
+    torch.set_num_threads(1)
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    plan = _tiny_plan(table4_hidden=(4,))
+    network = Study.network
+
+    def h4_best_on_dev(self, arch, **kw):
+        name, info = network(self, arch, **kw)
+        if kw.get("plus") and kw.get("hidden") == 4:
+            info = {**info, "dev": {**info["dev"], "score": 2.0}}
+        return name, info
+
+    monkeypatch.setattr(Study, "network", h4_best_on_dev)
+    study = Study(plan, results, runs, progress=False)
+    planned = [s.name for s in study.stages()]
+    parallel = {name for jobs in rounds(study) for name, _, _ in jobs}
+    study.run()
+    units = {p.stem for p in (results / "units").glob("*.json")}
+    assert {"local-cnn+", "local-cnn-h4+", "infnet-cnn-lam1+", "infnet-cnn-h4-lam1+"} <= units
+    t4 = json.loads((results / "table4.json").read_text())
+    assert t4["local"]["name"] == "local-cnn-h4+" and t4["infnet"]["name"] == "infnet-cnn-h4-lam1+"
+    text = (results / "table4.md").read_text()
+    assert "infnet+ (CNN, H=4, λ=1)" in text and "local baseline+ (CNN, H=4)" in text
+    assert "then H over [8, 4]" in text
+    # Tailoring and warm starts refine the dev-best network.
+    assert {"tailor-infnet-cnn-h4-lam1+", "warm-infnet-cnn-h4-lam1+"} <= units
+    assert "tailor-infnet-cnn-lam1+" not in units
+    # Every planned stage stands for one unit made, and every unit for one stage.
+    stages = [n for n in planned if n != FIGURE2_TIMING]
+    for name in stages:
+        assert sum(fnmatchcase(u, name) for u in units) == 1, name
+    for u in units:
+        assert sum(fnmatchcase(u, name) for name in stages) == 1, u
+    assert "local-cnn-h4+" in parallel

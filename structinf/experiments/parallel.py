@@ -58,6 +58,9 @@ def rounds(study) -> List[List[Job]]:
         nets.extend(net(arch, plus, False, lam, **kw) for lam in plan.lambdas_for(arch, plus))
 
     grid(plan.plus_arch, True)
+    # Table 4's further hidden sizes: the local baselines here; the infnets, at
+    # the lambda the grid picks, when rank 0 runs the study.
+    nets.extend(net(plan.plus_arch, True, True, hidden=h) for h in plan.table4_hidden)
     for arch in plan.archs:
         grid(arch, False)
     if plan.table5:

@@ -164,16 +164,21 @@ class Report:
     def table4(self, t: dict) -> None:
         pp = paper.TABLE4[self.paper_task]
         arch = ARCH_NAMES[t["arch"]]
-        rows = [[f"local baseline+ ({arch})", _pct(t["local"]["test"]["score"]), f"{pp['local']}"],
-                [f"infnet+ ({arch}, λ={t['lam']:g})", _pct(t["infnet"]["test"]["score"]),
-                 f"{pp['infnet']}"],
+        tuned_h = list(self.plan.table4_hidden)
+        h_of = (lambda unit: f", H={unit['hidden']}") if tuned_h else (lambda unit: "")
+        rows = [[f"local baseline+ ({arch}{h_of(t['local'])})", _pct(t["local"]["test"]["score"]),
+                 f"{pp['local']}"],
+                [f"infnet+ ({arch}{h_of(t['infnet'])}, λ={t['lam']:g})",
+                 _pct(t["infnet"]["test"]["score"]), f"{pp['infnet']}"],
                 ["gradient descent, oracle-tuned (upper bound)",
                  _pct(t["gd"]["oracle"]["score"]), f"{pp['gd']}"],
                 ["gradient descent, dev-tuned", _pct(t["gd"]["dev_tuned"]["score"]), "-"],
                 ["Viterbi", _pct(t["viterbi"]), f"{pp['viterbi']}"]]
         grid = list(self.plan.lambdas_for(t["arch"], True))
         body = (f"Test {self.metric} (%) with the BLSTM-CRF+ energy (character CNN, dropout "
-                f"0.5, fine-tuned embeddings); infnet+ λ tuned on dev over {grid}.\n\n"
+                f"0.5, fine-tuned embeddings); infnet+ λ tuned on dev over {grid}"
+                + (f" at H={self.plan.hidden}, then H over {[self.plan.hidden, *tuned_h]} for "
+                   "both networks (the infnet at that λ)" if tuned_h else "") + ".\n\n"
                 + md_table(["", "ours", f"paper ({self.paper_task})"], rows))
         self._write("table4", f"Table 4: {self.task}, BLSTM-CRF+", body, t)
 

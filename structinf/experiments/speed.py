@@ -433,7 +433,9 @@ def load_speed_models(task: str, results_dir="results", runs_dir="runs",
       default_hidden=100, lam=lam)`` with lambda from ``table1.json["lam"][arch]``
       (else the best dev score among ``units/infnet-<arch>-lam*.json``, else 1.0);
     - infnet+ (architecture ``PLUS_ARCH[task]``) with lambda from
-      ``table6.json["infnet"]["lam"]`` or ``table4.json["lam"]`` (else units, else 1.0);
+      ``table6.json["infnet"]["lam"]`` or ``table4.json["lam"]`` (else units, else 1.0),
+      the checkpoint named by ``table6.json`` / ``table4.json["infnet"]["name"]`` when
+      there;
     - gradient descent (N, lr) from ``table1.json["gd"]["dev_tuned"]`` (else
       ``units/gd-crf.json``, else N=50, lr=1.0);
     - tailoring / warm-start lr per N from ``table6.json[kind]["per_n"]`` (else
@@ -478,6 +480,11 @@ def load_speed_models(task: str, results_dir="results", runs_dir="runs",
                                       hidden=DEFAULT_INFNET_HIDDEN,
                                       default_hidden=DEFAULT_INFNET_HIDDEN,
                                       lam=float(lams["infnet+"]["lam"]))
+    for table in ("table6", "table4"):  # the study's own pick (its H may be tuned too)
+        picked = ((tables.get(table) or {}).get("infnet") or {}).get("name")
+        if picked:
+            names["infnet+"] = picked
+            break
 
     if prepared is None:
         extra = None
