@@ -73,7 +73,8 @@ import structinf.ops as ops
 from structinf.reference import log_partition_ref, viterbi_ref
 
 CUDA_OPS = ["viterbi", "crf_forward_backward", "crf_forward_backward_backward",
-            "relaxed_energy_step_"]
+            "relaxed_energy_step_", "relaxed_energy", "relaxed_energy_and_grad",
+            "relaxed_energy_backward"]
 g = torch.Generator().manual_seed(0)
 B, T, L = 3, 5, 4
 ARGS = (torch.randn(B, T, L, generator=g, dtype=torch.float64),
@@ -98,6 +99,8 @@ def cuda_and_cpu_kernels_registered():
         for key in ("CPU", "CUDA"):
             assert torch._C._dispatch_has_kernel_for_dispatch_key(f"structinf::{name}", key), (
                 f"structinf::{name} has no {key} kernel")
+    # The native relaxed_energy kernels, not structinf.ops' ATen composite.
+    assert ops.RELAXED_ENERGY_CUDA_NATIVE, "relaxed_energy on CUDA is the composite"
 
 
 def cpu_kernels_run():
@@ -133,6 +136,16 @@ def cuda_ops_match_cpu():
     en = torch.ops.structinf.relaxed_energy_step_(z, v, *ARGS, lr, 0.9, 3)
     en_g = torch.ops.structinf.relaxed_energy_step_(zg, vg, *dev, lr.cuda(), 0.9, 3)
     assert torch.allclose(en_g.cpu(), en) and torch.allclose(zg.cpu(), z)
+    for probs in (False, True):
+        x = z.softmax(-1) if probs else z
+        want = torch.ops.structinf.relaxed_energy_and_grad(x, *ARGS, probs)
+        got = torch.ops.structinf.relaxed_energy_and_grad(x.cuda(), *dev, probs)
+        assert all(torch.allclose(a.cpu(), b) for a, b in zip(got, want))
+        ge = torch.tensor([1.0, -2.0, 0.5], dtype=torch.float64)
+        want_b = torch.ops.structinf.relaxed_energy_backward(ge, *want[1:], ARGS[4], [True] * 5)
+        got_b = torch.ops.structinf.relaxed_energy_backward(ge.cuda(), *got[1:], dev[4],
+                                                            [True] * 5)
+        assert all(torch.allclose(a.cpu(), b) for a, b in zip(got_b, want_b))
     return torch.cuda.get_device_name()
 
 

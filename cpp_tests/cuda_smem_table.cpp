@@ -48,6 +48,19 @@ void rows(const char* dtype) {
         relaxed_smem<T>(L, 1, kWarpSize, 1, 8, true, false));
     row("relaxed_step_kernel", "global, streamed", dtype, L, 0,
         relaxed_smem<T>(L, 1, kWarpSize, 1, 8, false, false));
+    for (long T_ : {30L, 100L}) {
+      if (L <= 32)
+        row("relaxed_energy_forward_kernel", "warp, on chip (1 sequence)", dtype, L, T_,
+            relaxed_energy_smem<T>(L, T_, 1, 1, true, true));
+      row("relaxed_energy_forward_kernel", "block, on chip", dtype, L, T_,
+          relaxed_energy_smem<T>(L, T_, kWarpSize, 1, true, true));
+      row("relaxed_energy_forward_kernel", "global, on chip", dtype, L, T_,
+          relaxed_energy_smem<T>(L, T_, kWarpSize, 1, false, true));
+    }
+    row("relaxed_energy_forward_kernel", "block, p in global memory", dtype, L, 0,
+        relaxed_energy_smem<T>(L, 1, kWarpSize, 1, true, false));
+    row("relaxed_energy_forward_kernel", "global, p in global memory", dtype, L, 0,
+        relaxed_energy_smem<T>(L, 1, kWarpSize, 1, false, false));
   }
 }
 

@@ -1,8 +1,9 @@
 // The CUDA kernels (csrc/kernels/cuda), run on the CUDA-on-CPU emulator,
 // against the CPU kernels and float64 references: Viterbi (k = 1 and k-best,
 // paths identical to the CPU's, ties included), log Z, log alpha and every
-// marginal, and the relaxed steps. Every thread-mapping variant, float and
-// double, random and tie-heavy integer scores, masks, variable lengths.
+// marginal, the relaxed steps, and the differentiable relaxed energy's
+// forward and backward. Every thread-mapping variant, float and double,
+// random and tie-heavy integer scores, masks, variable lengths.
 //
 // Built three times by CMake: plain, ThreadSanitizer, AddressSanitizer+UBSan.
 // "Device" buffers are host vectors of exactly the size a kernel may touch,
@@ -559,6 +560,233 @@ void test_relaxed(const Problem<T>& p0, std::mt19937& rng, Variant v, int64_t st
   expect(pad, tag + " padding untouched");
 }
 
+// The differentiable relaxed energy in double, from the definition: E[b], p
+// and dE[b]/dinput at a unit incoming gradient, and for weights g the
+// gradients of sum_b g[b] E[b]. Zero at padding.
+struct RefRelaxedEnergy {
+  std::vector<double> energy, p, input_grad, g_input, g_em, g_tr, g_st, g_en;
+};
+
+template <typename T>
+RefRelaxedEnergy ref_relaxed_energy(const Problem<T>& p, const std::vector<T>& x, bool probs,
+                                    const std::vector<double>& g) {
+  const int64_t B = p.B, T_ = p.T_, L = p.L;
+  RefRelaxedEnergy r;
+  r.energy.assign(B, 0);
+  r.p.assign(B * T_ * L, 0);
+  r.input_grad.assign(B * T_ * L, 0);
+  r.g_input.assign(B * T_ * L, 0);
+  r.g_em.assign(B * T_ * L, 0);
+  r.g_tr.assign(L * L, 0);
+  r.g_st.assign(L, 0);
+  r.g_en.assign(L, 0);
+  for (int64_t b = 0; b < B; ++b) {
+    const int64_t n = p.len[b], off = b * T_ * L;
+    std::vector<double> P(n * L), d(L);
+    for (int64_t t = 0; t < n; ++t) {
+      const T* xt = x.data() + off + t * L;
+      if (probs) {
+        for (int64_t j = 0; j < L; ++j) P[t * L + j] = xt[j];
+        continue;
+      }
+      double m = -kInfD, sum = 0;
+      for (int64_t j = 0; j < L; ++j) m = std::max(m, double(xt[j]));
+      for (int64_t j = 0; j < L; ++j) sum += P[t * L + j] = std::exp(double(xt[j]) - m);
+      for (int64_t j = 0; j < L; ++j) P[t * L + j] /= sum;
+    }
+    double score = 0;
+    for (int64_t t = 0; t < n; ++t) {
+      for (int64_t j = 0; j < L; ++j) {
+        const double pj = P[t * L + j];
+        double dj = p.em[off + t * L + j];
+        score += pj * dj;
+        if (t == 0) {
+          dj += p.st[j];
+          score += pj * p.st[j];
+        }
+        if (t == n - 1) {
+          dj += p.en[j];
+          score += pj * p.en[j];
+        }
+        for (int64_t k = 0; k < L; ++k) {
+          if (t + 1 < n) dj += double(p.tr[j * L + k]) * P[(t + 1) * L + k];
+          if (t > 0) {
+            const double q = double(p.tr[k * L + j]) * P[(t - 1) * L + k];
+            dj += q;
+            score += pj * q;
+          }
+        }
+        d[j] = dj;
+      }
+      double pd = 0;
+      for (int64_t j = 0; j < L; ++j) pd += P[t * L + j] * d[j];
+      for (int64_t j = 0; j < L; ++j) {
+        const int64_t i = off + t * L + j;
+        const double pj = P[t * L + j];
+        r.p[i] = pj;
+        r.input_grad[i] = probs ? -d[j] : pj * (pd - d[j]);
+        r.g_input[i] = g[b] * r.input_grad[i];
+        r.g_em[i] = -g[b] * pj;
+        if (t > 0)
+          for (int64_t k = 0; k < L; ++k) r.g_tr[k * L + j] -= g[b] * P[(t - 1) * L + k] * pj;
+      }
+    }
+    for (int64_t j = 0; j < L; ++j) {
+      r.g_st[j] -= g[b] * P[j];
+      r.g_en[j] -= g[b] * P[(n - 1) * L + j];
+    }
+    r.energy[b] = -score;
+  }
+  return r;
+}
+
+template <typename T>
+struct RelaxedGradOut {
+  std::vector<T> gi, ge, gt, gs, gn;
+};
+
+// The relaxed energy's forward and backward kernels against the CPU kernels
+// and the float64 definition. Inputs and emissions are NaN at padding (never
+// read); logits have an impossible label (-inf) in some rows.
+template <typename T>
+void test_relaxed_energy(const Problem<T>& p0, std::mt19937& rng, Variant v, bool probs) {
+  Problem<T> p = p0;
+  p.allowed.clear();
+  const std::string tag = p.tag() + " relaxed_energy " + (probs ? "probs " : "logits ") +
+                          variant_name(v);
+  const int64_t B = p.B, T_ = p.T_, L = p.L, n_all = B * T_ * L;
+  const T nan = std::numeric_limits<T>::quiet_NaN();
+  std::normal_distribution<double> normal;
+  std::uniform_real_distribution<double> unif(0.05, 1.0);
+  std::vector<T> x(n_all);
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T_; ++t) {
+      T* xt = x.data() + (b * T_ + t) * L;
+      T* et = p.em.data() + (b * T_ + t) * L;
+      if (t >= p.len[b]) {
+        for (int64_t j = 0; j < L; ++j) xt[j] = et[j] = nan;
+        continue;
+      }
+      double sum = 0;
+      for (int64_t j = 0; j < L; ++j) sum += xt[j] = static_cast<T>(probs ? unif(rng) : 2 * normal(rng));
+      if (probs)
+        for (int64_t j = 0; j < L; ++j) xt[j] = static_cast<T>(xt[j] / sum);
+      else if (L > 1 && (b + t) % 3 == 0)
+        xt[t % L] = -std::numeric_limits<T>::infinity();
+    }
+  std::vector<double> g(B);
+  for (int64_t b = 0; b < B; ++b) g[b] = b == 2 ? 0.0 : 1.0 + 0.5 * normal(rng);
+  const std::vector<T> gt_(g.begin(), g.end());
+  const RefRelaxedEnergy ref = ref_relaxed_energy(p, x, probs, g);
+
+  auto forward = [&](bool gpu, bool grad, std::vector<T>& en, std::vector<T>& pp,
+                     std::vector<T>& ig) {
+    en.assign(B, T(55));
+    pp.assign(grad ? n_all : 0, T(55));
+    ig.assign(grad ? n_all : 0, T(55));
+    RelaxedEnergyParams<T> rp;
+    rp.energy = p.view();
+    rp.input = x.data();
+    rp.probs = probs;
+    rp.energy_out = en.data();
+    if (grad) {
+      rp.p_out = pp.data();
+      rp.input_grad = ig.data();
+    }
+    if (gpu) {
+      Workspace ws(cuda::relaxed_energy_forward_workspace_bytes(rp));
+      expect(cuda::launch_relaxed_energy_forward(rp, ws.get(), nullptr, v) == Status::kOk,
+             tag + " gpu forward status");
+      expect(cudaGetLastError() == cudaSuccess, tag + " forward launch error");
+    } else {
+      expect(cpu::relaxed_energy_forward(rp, cpu::serial_exec()) == Status::kOk,
+             tag + " cpu forward status");
+    }
+  };
+  std::vector<T> eg, pg, igg, eg0, pg0, igg0, ec, pc, igc;
+  forward(true, true, eg, pg, igg);
+  forward(true, false, eg0, pg0, igg0);
+  forward(false, true, ec, pc, igc);
+  const bool f32 = sizeof(T) == 4;
+  const double rt = f32 ? 2e-4 : 1e-10, at = f32 ? 2e-5 : 1e-12;
+  const double eat = at * double(T_ * L), gat = at * double(L), pat = at * double(B * T_);
+  expect_all_near(eg, ref.energy, rt, eat, tag + " energy vs float64 loop");
+  expect_all_near(eg, as_double(ec), rt, eat, tag + " energy vs cpu");
+  bool same = true;
+  for (int64_t b = 0; b < B; ++b) same &= eg[b] == eg0[b];
+  expect(same, tag + " energy the same with and without gradients");
+  expect_all_near(pg, ref.p, rt, at, tag + " p vs float64 loop");
+  expect_all_near(igg, ref.input_grad, rt, gat, tag + " dE/dinput vs float64 loop");
+  expect_all_near(igg, as_double(igc), rt, gat, tag + " dE/dinput vs cpu");
+  bool pad = true;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = p.len[b] * L; i < T_ * L; ++i)
+      pad &= pg[b * T_ * L + i] == T(0) && igg[b * T_ * L + i] == T(0);
+  expect(pad, tag + " p and dE/dinput zero at padding");
+
+  // Backward from the GPU forward's outputs, their padding poisoned.
+  std::vector<T> pb = pg, ib = igg;
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t i = p.len[b] * L; i < T_ * L; ++i) pb[b * T_ * L + i] = ib[b * T_ * L + i] = nan;
+  // mask: grad_input, grad_emissions, grad_transitions, grad_start, grad_end.
+  auto backward = [&](bool gpu, unsigned mask, RelaxedGradOut<T>& o) {
+    o.gi.assign(n_all, T(55));
+    o.ge.assign(n_all, T(55));
+    o.gt.assign(L * L, T(55));
+    o.gs.assign(L, T(55));
+    o.gn.assign(L, T(55));
+    RelaxedEnergyBackwardParams<T> bp;
+    bp.B = B;
+    bp.T = T_;
+    bp.L = L;
+    bp.lengths = p.len.data();
+    bp.grad_energy = gt_.data();
+    bp.p = pb.data();
+    bp.input_grad = ib.data();
+    bp.grad_input = mask & 1 ? o.gi.data() : nullptr;
+    bp.grad_emissions = mask & 2 ? o.ge.data() : nullptr;
+    bp.grad_transitions = mask & 4 ? o.gt.data() : nullptr;
+    bp.grad_start = mask & 8 ? o.gs.data() : nullptr;
+    bp.grad_end = mask & 16 ? o.gn.data() : nullptr;
+    if (gpu) {
+      Workspace ws(cuda::relaxed_energy_backward_workspace_bytes(bp));
+      expect(cuda::launch_relaxed_energy_backward(bp, ws.get(), nullptr) == Status::kOk,
+             tag + " gpu backward status");
+      expect(cudaGetLastError() == cudaSuccess, tag + " backward launch error");
+    } else {
+      expect(cpu::relaxed_energy_backward(bp, cpu::serial_exec()) == Status::kOk,
+             tag + " cpu backward status");
+    }
+  };
+  RelaxedGradOut<T> gb, cb, again, part1, part2;
+  backward(true, 31, gb);
+  backward(false, 31, cb);
+  expect_all_near(gb.gi, ref.g_input, rt, gat, tag + " grad_input vs float64 loop");
+  expect_all_near(gb.ge, ref.g_em, rt, at, tag + " grad_emissions vs float64 loop");
+  expect_all_near(gb.gt, ref.g_tr, rt, pat, tag + " grad_transitions vs float64 loop");
+  expect_all_near(gb.gs, ref.g_st, rt, pat, tag + " grad_start vs float64 loop");
+  expect_all_near(gb.gn, ref.g_en, rt, pat, tag + " grad_end vs float64 loop");
+  expect(gb.gi == cb.gi && gb.ge == cb.ge, tag + " grad_input, grad_emissions == cpu");
+  expect_all_near(gb.gt, as_double(cb.gt), rt, pat, tag + " grad_transitions vs cpu");
+  expect_all_near(gb.gs, as_double(cb.gs), rt, pat, tag + " grad_start vs cpu");
+  expect_all_near(gb.gn, as_double(cb.gn), rt, pat, tag + " grad_end vs cpu");
+  backward(true, 31, again);
+  expect(again.gt == gb.gt && again.gs == gb.gs && again.gn == gb.gn,
+         tag + " parameter gradients identical run to run");
+  // Null outputs are skipped; the others come out the same.
+  backward(true, 1 | 4, part1);
+  backward(true, 2 | 8 | 16, part2);
+  expect(part1.gi == gb.gi && part1.gt == gb.gt, tag + " grad_input, grad_transitions alone");
+  expect(part2.ge == gb.ge && part2.gs == gb.gs && part2.gn == gb.gn,
+         tag + " grad_emissions, grad_start, grad_end alone");
+  bool untouched = true;
+  for (T y : part1.ge) untouched &= y == T(55);
+  for (T y : part1.gs) untouched &= y == T(55);
+  for (T y : part2.gi) untouched &= y == T(55);
+  for (T y : part2.gt) untouched &= y == T(55);
+  expect(untouched, tag + " skipped gradients not written");
+}
+
 // B = 0 launches nothing but still zeroes the parameter gradients.
 template <typename T>
 void test_empty() {
@@ -590,6 +818,27 @@ void test_empty() {
   RelaxedStepParams<T> rp;
   rp.energy = p.view();
   expect(cuda::launch_relaxed_energy_step(rp, nullptr, nullptr) == Status::kOk, "B=0 relaxed");
+  RelaxedEnergyParams<T> ep;
+  ep.energy = p.view();
+  expect(cuda::relaxed_energy_forward_workspace_bytes(ep) == 0, "B=0 relaxed energy workspace");
+  expect(cuda::launch_relaxed_energy_forward(ep, nullptr, nullptr) == Status::kOk,
+         "B=0 relaxed energy forward");
+  std::fill(gt.begin(), gt.end(), T(5));
+  std::fill(gs.begin(), gs.end(), T(5));
+  std::fill(ge.begin(), ge.end(), T(5));
+  RelaxedEnergyBackwardParams<T> ebp;
+  ebp.L = 3;
+  ebp.grad_transitions = gt.data();
+  ebp.grad_start = gs.data();
+  ebp.grad_end = ge.data();
+  Workspace ews(cuda::relaxed_energy_backward_workspace_bytes(ebp));
+  expect(cuda::launch_relaxed_energy_backward(ebp, ews.get(), nullptr) == Status::kOk,
+         "B=0 relaxed energy backward");
+  zero = true;
+  for (T x : gt) zero &= x == T(0);
+  for (T x : gs) zero &= x == T(0);
+  for (T x : ge) zero &= x == T(0);
+  expect(zero, "B=0 relaxed energy backward zeroes the parameter gradients");
 }
 
 template <typename T>
@@ -630,6 +879,8 @@ void run_all(std::mt19937& rng, bool quick) {
         test_viterbi(p, 1, v);
         if (kind == Kind::kRandom) test_crf(p, rng, v, s.L <= 17);
         if (kind == Kind::kRandom ? !masked : quick) test_relaxed(p, rng, v, 3);
+        if (variant == 1)
+          for (bool probs : {false, true}) test_relaxed_energy(p, rng, v, probs);
       }
       test_viterbi(p, 4, Variant::kAuto);
     }
@@ -663,6 +914,9 @@ void run_all(std::mt19937& rng, bool quick) {
     test_viterbi(q, 2, Variant::kAuto);
     test_crf(p, rng, Variant::kGlobal);
     test_relaxed(p, rng, Variant::kGlobal, 2);
+    for (bool probs : {false, true}) test_relaxed_energy(p, rng, Variant::kGlobal, probs);
+    if (L == 401) test_relaxed_energy(make_problem<T>(rng, 3, 2, L, Kind::kRandom, false), rng,
+                                      Variant::kAuto, false);
     const std::string what = "B=2 T=" + std::to_string(T_) + " L=" + std::to_string(L);
     done(what.c_str(), before);
   }
@@ -721,9 +975,34 @@ void run_all(std::mt19937& rng, bool quick) {
       const Problem<T> r = make_problem<T>(rng, 3, 6, 5, Kind::kRandom, false);
       for (Variant v : {Variant::kWarp, Variant::kBlock}) test_relaxed(r, rng, v, 6, true);
     }
+    // Relaxed energy: probabilities not on chip (a small shared-memory
+    // budget), the transition gradient split over several blocks (B T >= 256
+    // pairs), every length 1, L = 2, the automatic choice.
+    {
+      cuda::set_shared_memory_budget(8 * 1024);
+      const Problem<T> p = make_problem<T>(rng, 3, 100, 17, Kind::kRandom, false);
+      for (Variant v : {Variant::kWarp, Variant::kBlock, Variant::kGlobal})
+        for (bool probs : {false, true}) test_relaxed_energy(p, rng, v, probs);
+      cuda::set_shared_memory_budget(0);
+      const Problem<T> q = make_problem<T>(rng, 8, 40, 5, Kind::kRandom, false);
+      for (bool probs : {false, true}) test_relaxed_energy(q, rng, Variant::kAuto, probs);
+      if (!quick) {
+        const Problem<T> q2 = make_problem<T>(rng, 20, 30, 33, Kind::kRandom, false);
+        test_relaxed_energy(q2, rng, Variant::kAuto, false);
+      }
+      const Problem<T> r = make_problem<T>(rng, 4, 1, 6, Kind::kRandom, false);
+      for (Variant v : variants_for<T>(r.L)) test_relaxed_energy(r, rng, v, false);
+      const Problem<T> s2 = make_problem<T>(rng, 5, 7, 2, Kind::kRandom, false);
+      for (Variant v : variants_for<T>(s2.L))
+        for (bool probs : {false, true}) test_relaxed_energy(s2, rng, v, probs);
+      for (int64_t L : {5, 33}) {
+        const Problem<T> a = make_problem<T>(rng, 3, 7, L, Kind::kRandom, false);
+        test_relaxed_energy(a, rng, Variant::kAuto, true);
+      }
+    }
     test_empty<T>();
     test_unsupported<T>(rng);
-    done("auto, k-best, no labeling, exact route, streaming, overflow, B=0", before);
+    done("auto, k-best, no labeling, exact route, streaming, overflow, relaxed energy, B=0", before);
   }
 }
 

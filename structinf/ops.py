@@ -53,6 +53,7 @@ __all__ = [
 ]
 
 _warned = False
+RELAXED_ENERGY_CUDA_NATIVE = False  # set below, once the ops are registered
 
 
 def _warn_fallback() -> None:
@@ -153,10 +154,12 @@ if HAS_EXTENSION:
         return (torch.empty_like(p), torch.empty_like(p), p.new_empty((L, L)), p.new_empty((L,)),
                 p.new_empty((L,)))
 
-    # relaxed_energy on CUDA: composed of ATen ops (the same mathematics as the CPU
-    # kernel: p, E(p) and dE/dinput at a unit incoming gradient; the backward only
-    # scales them), so the op and its autograd run on GPU tensors. Not a fused
-    # kernel: one pass per ATen op over (B, T, L).
+    # relaxed_energy on CUDA where the extension was built without its CUDA
+    # kernels (a CUDA build registers native ones, csrc/bindings/ops_cuda.cpp):
+    # composed of ATen ops (the same mathematics as the CPU kernel: p, E(p) and
+    # dE/dinput at a unit incoming gradient; the backward only scales them), so
+    # the op and its autograd still run on GPU tensors. Not a fused kernel: one
+    # pass per ATen op over (B, T, L).
     def _relaxed_energy_and_grad_composite(input, emissions, transitions, start, end,
                                            lengths, probs=False):
         _check_relaxed_energy(input, emissions, transitions, start, end, lengths, probs)
@@ -191,7 +194,10 @@ if HAS_EXTENSION:
         return _relaxed_energy_and_grad_composite(input, emissions, transitions, start, end,
                                                   lengths, probs)[0]
 
-    if not torch._C._dispatch_has_kernel_for_dispatch_key("structinf::relaxed_energy", "CUDA"):
+    # Whether relaxed_energy's CUDA kernels are the native ones (else the composite).
+    RELAXED_ENERGY_CUDA_NATIVE = torch._C._dispatch_has_kernel_for_dispatch_key(
+        "structinf::relaxed_energy", "CUDA")
+    if not RELAXED_ENERGY_CUDA_NATIVE:
         torch.library.register_kernel("structinf::relaxed_energy", "cuda",
                                       _relaxed_energy_composite)
         torch.library.register_kernel("structinf::relaxed_energy_and_grad", "cuda",

@@ -18,6 +18,9 @@ import structinf.ops  # noqa: F401  (registers torch.ops.structinf)
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CUDA_OPS = ["viterbi", "crf_forward_backward", "crf_forward_backward_backward",
             "relaxed_energy_step_"]
+# Native CUDA kernels in a CUDA build; in a CPU build structinf.ops registers
+# an ATen composite for CUDA tensors in their place.
+RELAXED_ENERGY_OPS = ["relaxed_energy", "relaxed_energy_and_grad", "relaxed_energy_backward"]
 
 
 def has_kernel(op, key):
@@ -30,6 +33,9 @@ def test_cuda_built_matches_registered_kernels():
     for op in CUDA_OPS:
         assert has_kernel(op, "CPU")
         assert has_kernel(op, "CUDA") == built, op
+    assert structinf.ops.RELAXED_ENERGY_CUDA_NATIVE == built
+    for op in RELAXED_ENERGY_OPS:
+        assert has_kernel(op, "CPU") and has_kernel(op, "CUDA"), op
 
 
 def test_cpu_torch_builds_without_cuda():

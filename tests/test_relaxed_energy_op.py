@@ -411,3 +411,164 @@ def test_cuda_composite_matches_the_cpu_kernel(probs):
     got_b = _ops._relaxed_energy_backward_composite(ge, *got[1:], lens, mask)
     for a, b in zip(got_b, want_b):
         torch.testing.assert_close(a, b)
+
+
+# --------------------------------------------------------------------------- CUDA
+# The native CUDA kernels against the CPU kernel on the same inputs (skipped
+# without a GPU).
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+CUDA_SHAPES = [  # (B, T, L): a warp per sequence, a block, L = 401, split pair sums
+    (1, 1, 1),
+    (4, 6, 2),
+    (5, 7, 3),
+    (7, 13, 17),
+    (3, 9, 33),
+    (2, 5, 70),
+    (64, 20, 12),
+    (2, 3, 401),
+    (3, 120, 2),
+]
+
+
+def _cuda(ts):
+    return [t.cuda() for t in ts]
+
+
+@needs_cuda
+@pytest.mark.parametrize("shape", CUDA_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("probs", [False, True])
+def test_cuda_matches_cpu(shape, dtype, probs):
+    x, em, tr, st, en, lens = relaxed_inputs(*shape, dtype=dtype, probs=probs, seed=sum(shape))
+    w = torch.randn(shape[0], generator=torch.Generator().manual_seed(1), dtype=dtype)
+    e_cpu, g_cpu = op_grads((x, em, tr, st, en), lens, probs, w)
+    e_gpu, g_gpu = op_grads(_cuda((x, em, tr, st, en)), lens.cuda(), probs, w.cuda())
+    assert e_gpu.is_cuda and e_gpu.dtype == dtype
+    torch.testing.assert_close(e_gpu.cpu(), e_cpu, **TOL[dtype])
+    for name, a, b in zip(NAMES, g_gpu, g_cpu):
+        assert a.is_cuda and a.dtype == dtype, name
+        torch.testing.assert_close(a.cpu(), b, **TOL[dtype], msg=name)
+    # The helper ops too: p and dE/dinput, zero at padding.
+    want = torch.ops.structinf.relaxed_energy_and_grad(x, em, tr, st, en, lens, probs)
+    got = torch.ops.structinf.relaxed_energy_and_grad(*_cuda((x, em, tr, st, en, lens)), probs)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, **TOL[dtype])
+
+
+def test_cuda_native_kernels_registered():
+    built = torch.ops.structinf._cuda_built()
+    assert ops.RELAXED_ENERGY_CUDA_NATIVE == built
+
+
+@needs_cuda
+def test_cuda_padding_never_read_and_deterministic():
+    x, em, tr, st, en, lens = relaxed_inputs(40, 12, 20, lengths=None, seed=4)
+    pad = (torch.arange(12)[None, :] >= lens[:, None])[..., None].expand_as(x)
+    for probs in (False, True):
+        if probs:
+            x = torch.softmax(x, -1)
+        xs = _cuda((x, em, tr, st, en))
+        nan = _cuda((x.masked_fill(pad, float("nan")), em.masked_fill(pad, float("nan")), tr,
+                     st, en))
+        e1, g1 = op_grads(xs, lens.cuda(), probs, torch.ones(40, dtype=x.dtype, device="cuda"))
+        e2, g2 = op_grads(nan, lens.cuda(), probs, torch.ones(40, dtype=x.dtype, device="cuda"))
+        torch.testing.assert_close(e1, e2, rtol=0, atol=0)
+        for a, b in zip(g1, g2):  # the same numbers, run to run: no atomics
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+        assert (g2[0][pad.cuda()] == 0).all() and (g2[1][pad.cuda()] == 0).all()
+
+
+@needs_cuda
+def test_cuda_batch_zero_and_length_one():
+    for probs in (False, True):
+        x, em, tr, st, en, lens = relaxed_inputs(0, 4, 3, probs=probs)
+        energy, grads = op_grads(_cuda((x, em, tr, st, en)), lens.cuda(), probs,
+                                 torch.ones(0, dtype=x.dtype, device="cuda"))
+        assert energy.shape == (0,) and energy.is_cuda
+        for g in grads[2:]:
+            assert torch.equal(g, torch.zeros_like(g))
+    x, em, tr, st, en, lens = relaxed_inputs(4, 5, 3, lengths=[1, 1, 1, 1])
+    e_cpu, g_cpu = op_grads((x, em, tr, st, en), lens, False, torch.ones(4, dtype=x.dtype))
+    e_gpu, g_gpu = op_grads(_cuda((x, em, tr, st, en)), lens.cuda(), False,
+                            torch.ones(4, dtype=x.dtype, device="cuda"))
+    torch.testing.assert_close(e_gpu.cpu(), e_cpu)
+    for a, b in zip(g_gpu, g_cpu):
+        torch.testing.assert_close(a.cpu(), b)
+
+
+@needs_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_cuda_half_inputs(dtype):
+    """Half inputs run in float32: within a few times the input rounding of float64."""
+    x, em, tr, st, en, lens = relaxed_inputs(6, 9, 17, seed=15, pad=1.0)
+    half = [t.to(dtype) for t in (x, em, tr, st, en)]
+    e_ref, g_ref = op_grads([t.double() for t in half], lens, False, torch.ones(6, dtype=torch.float64))
+    e, g = op_grads(_cuda(half), lens.cuda(), False, torch.ones(6, dtype=dtype, device="cuda"))
+    assert e.dtype == dtype and all(t.dtype == dtype for t in g)
+    tol = dict(rtol=2e-2, atol=5e-2) if dtype == torch.bfloat16 else dict(rtol=5e-3, atol=1e-2)
+    torch.testing.assert_close(e.double().cpu(), e_ref, **tol)
+    for name, a, b in zip(NAMES, g, g_ref):
+        torch.testing.assert_close(a.double().cpu(), b, **tol, msg=name)
+
+
+@needs_cuda
+@pytest.mark.parametrize("probs", [False, True])
+def test_cuda_gradcheck(probs):
+    x, em, tr, st, en, lens = relaxed_inputs(3, 5, 4, probs=probs, lengths=[5, 2, 1], seed=10)
+    inputs = [t.cuda().requires_grad_() for t in (x, em, tr, st, en)]
+    lens = lens.cuda()
+    assert torch.autograd.gradcheck(
+        lambda *a: ops.relaxed_energy(*a, lens, probs=probs), inputs)
+
+
+@needs_cuda
+@pytest.mark.parametrize("probs", [False, True])
+def test_cuda_opcheck(probs):
+    x, em, tr, st, en, lens = _cuda(relaxed_inputs(3, 5, 4, probs=probs, seed=13))
+    args = [t.clone().requires_grad_() for t in (x, em, tr, st, en)]
+    torch.library.opcheck(torch.ops.structinf.relaxed_energy.default, (*args, lens, probs))
+    torch.library.opcheck(torch.ops.structinf.relaxed_energy.default,
+                          (x, em, tr, st, en, lens, probs))
+    torch.library.opcheck(torch.ops.structinf.relaxed_energy_and_grad.default,
+                          (x, em, tr, st, en, lens, probs))
+    _, p, ig = torch.ops.structinf.relaxed_energy_and_grad(x, em, tr, st, en, lens, probs)
+    g = torch.randn(3, dtype=x.dtype, device="cuda")
+    for mask in ([True] * 5, [True, False, True, False, True], [False] * 5):
+        torch.library.opcheck(torch.ops.structinf.relaxed_energy_backward.default,
+                              (g, p, ig, lens, mask))
+
+
+@needs_cuda
+@pytest.mark.parametrize("probs", [False, True])
+@pytest.mark.parametrize("key,mutate,exc,word", BAD_CASES)
+def test_cuda_bad_input_names_argument(key, mutate, exc, word, probs):
+    """The CUDA kernels reject what the CPU kernel rejects, with the same messages."""
+    a = _bad_args(probs)
+    a[key] = mutate(a[key])
+    word = word.format(x="probs" if probs else "logits")
+    with pytest.raises(exc, match=f"'{word}'") as cpu_err:
+        _call(a, probs)
+    with pytest.raises(exc, match=f"'{word}'") as cuda_err:
+        _call({k: v.cuda() for k, v in a.items()}, probs)
+    first_line = lambda e: str(e.value).splitlines()[0].replace("cuda:0", "cpu")  # noqa: E731
+    assert first_line(cuda_err) == first_line(cpu_err)
+
+
+@needs_cuda
+def test_cuda_logit_rows_of_minus_inf_and_backward_checks():
+    a = {k: v.cuda() for k, v in _bad_args().items()}
+    a["x"] = _set(a["x"], (0, 0, 1), -float("inf"))
+    assert torch.isfinite(_call(a)).all()
+    a["x"] = _set(a["x"], (0, 0), -float("inf"))
+    with pytest.raises(ValueError, match="'logits'"):
+        _call(a)
+    x, em, tr, st, en, lens = _cuda(relaxed_inputs(2, 3, 4, lengths=[3, 2]))
+    _, p, ig = torch.ops.structinf.relaxed_energy_and_grad(x, em, tr, st, en, lens)
+    bwd = torch.ops.structinf.relaxed_energy_backward
+    g = torch.ones(2, dtype=x.dtype, device="cuda")
+    with pytest.raises(ValueError, match="'p'"):
+        bwd(g, p[0], ig, lens, [True] * 5)
+    with pytest.raises(ValueError, match="'input_grad'"):
+        bwd(g, p, ig.cpu(), lens, [True] * 5)
+    with pytest.raises(ValueError, match="'lengths'"):
+        bwd(g, p, ig, torch.tensor([4, 1], device="cuda"), [True] * 5)

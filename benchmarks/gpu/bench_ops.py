@@ -40,7 +40,8 @@ PAPER_TABLE3 = {
     "viterbi": {17: ("NER", 360), 25: ("POS", 500), 400: ("CCG", 232)},
     "relaxed_step_50": {17: ("NER", 23), 25: ("POS", 20), 400: ("CCG", 16)},
 }
-BASE_KEY = {"viterbi": "viterbi", "crf_fwd_bwd": "log_partition", "relaxed_step": "relaxed_step"}
+BASE_KEY = {"viterbi": "viterbi", "crf_fwd_bwd": "log_partition", "relaxed_step": "relaxed_step",
+            "relaxed_energy": "relaxed_energy"}
 BASELINE_MEM_LIMIT = 40e9  # bytes; larger baseline cases are skipped, not run
 
 
@@ -65,6 +66,7 @@ def _baselines():
         "log_partition": pick("log_partition_vectorized", "log_partition"),
         "log_partition_matmul": pick("log_partition_matmul"),
         "relaxed_step": pick("relaxed_energy_step_vectorized_", "relaxed_energy_step_"),
+        "relaxed_energy": pick("relaxed_energy_vectorized"),
     }
 
 
@@ -182,6 +184,32 @@ def bench_case(op_name, B, T, L, base, bw, steps=1):
             out["check"] = {"log_z_rel_err": rel_err(z_op, z_b),
                             "grad_emissions_rel_err": rel_err(g_op[0], g_b[0]),
                             "grad_transitions_rel_err": rel_err(g_op[1], g_b[1])}
+    elif op_name == "relaxed_energy":  # E(softmax(z)), gradients for z, emissions, transitions
+        # fwd: read z, e; write p, dE/dz. bwd: read them; write grad z, grad e.
+        bytes_ = 8 * em_bytes
+        instr = 3 * pairs  # W p and W^T p (forward), the transition gradient (backward)
+        for i, d in enumerate(sets):
+            g = torch.Generator(device="cuda").manual_seed(11 + i)
+            d["z"] = torch.randn(B, T, L, device="cuda", generator=g)
+
+        def grads(fn, d):
+            x = [t.detach().requires_grad_() for t in (d["z"], d["emissions"], d["transitions"])]
+            e = fn(*x, d["start"], d["end"], d["lengths"])
+            return e, torch.autograd.grad(e.sum(), x)
+
+        def run_op(d):
+            return grads(lambda z, *a: ops.relaxed_energy(z, *a, False), d)
+
+        def run_base(d):
+            return grads(lambda z, *a: base["relaxed_energy"](*a, torch.softmax(z, -1)), d)
+
+        baselines = {"vectorized": (run_base, 12 * B * T * L * elem)}
+        if base["relaxed_energy"] is not None:
+            e_op, g_op = run_op(sets[0])
+            e_b, g_b = run_base(sets[0])
+            out["check"] = {"energy_rel_err": rel_err(e_op, e_b),
+                            "grad_logits_rel_err": rel_err(g_op[0], g_b[0]),
+                            "grad_transitions_rel_err": rel_err(g_op[2], g_b[2])}
     else:  # relaxed_step with `steps` steps per call
         bytes_ = 5 * em_bytes + steps * B * elem  # read e, z, v; write z, v (fused steps)
         instr = 2 * steps * pairs  # W p and W^T p per step
@@ -319,7 +347,8 @@ def main(argv=None):
     base = _baselines()
     result["baseline_sources"] = {k: (f"{v.__module__}.{v.__name__}" if v else None) for k, v in base.items()}
     Bs, Ts, Ls = ([10], [30], [17, 25, 400]) if args.quick else ([10, 256, 1024], [30, 100], [17, 25, 400])
-    plan = [("viterbi", None), ("crf_fwd_bwd", None), ("relaxed_step_1", 1), ("relaxed_step_50", 50)]
+    plan = [("viterbi", None), ("crf_fwd_bwd", None), ("relaxed_step_1", 1), ("relaxed_step_50", 50),
+            ("relaxed_energy", None)]
     result["ops"] = [p[0] for p in plan]
     for B in Bs:
         for T in Ts:

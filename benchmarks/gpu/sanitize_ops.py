@@ -4,7 +4,8 @@ compute-sanitizer (memcheck, racecheck, synccheck) to watch.
 The sizes reach each thread mapping of the kernels: L = 1, L <= 32 (a warp
 per sequence), L = 40 and 130 (a block per sequence); variable lengths, a
 length-1 sequence, k-best paths, the allowed mask, float64 / float32 /
-float16 / bfloat16, the CRF backward, several fused relaxed steps; and the
+float16 / bfloat16, the CRF backward, several fused relaxed steps, the
+differentiable relaxed energy (logits and probabilities, forward and backward); and the
 validation paths (NaN input, lengths out of range, overflowing logits), which
 must raise without a kernel touching memory it should not.
 
@@ -77,10 +78,21 @@ def main():
             vt = torch.zeros_like(zt)
             ops.relaxed_energy_step_(zt, vt, em, W, s, e, n, lr, 0.9, 2)
             calls += 3
+            # The differentiable relaxed energy: forward with and without
+            # gradients, and its backward.
+            for probs in (False, True):
+                x = torch.randn(B, T, L, device="cuda")
+                x = (x.softmax(-1) if probs else x).to(dtype)
+                leaves = [t.detach().requires_grad_() for t in (x, em, W, s, e)]
+                out = ops.relaxed_energy(*leaves, n, probs)
+                torch.autograd.grad(out.float().sum(), leaves)
+                ops.relaxed_energy(x, em, W, s, e, n, probs)
+                calls += 3
     # Empty batch: nothing launched.
     em, W, s, e, n = energy(1, 3, 4, torch.float32, seed=1)
     ops.viterbi(em[:0], W, s, e, n[:0], 1, None)
     ops.crf_forward_backward(em[:0], W, s, e, n[:0], None)
+    ops.relaxed_energy(em[:0], em[:0], W, s, e, n[:0], False)
     # Validation paths.
     em, W, s, e, n = energy(3, 5, 6, torch.float32, seed=2)
     bad = em.clone()
@@ -91,6 +103,11 @@ def main():
     long[2] = 6
     expect_value_error(lambda: ops.viterbi(em, W, s, e, long, 1, None), "lengths > T")
     expect_value_error(lambda: ops.crf_forward_backward(em, W, s, e, long * 0, None), "lengths 0")
+    expect_value_error(lambda: ops.relaxed_energy(bad, em, W, s, e, n, False), "NaN logits")
+    expect_value_error(lambda: ops.relaxed_energy(em, em, W, s, e, long, False), "lengths > T")
+    _, p, ig = ops.relaxed_energy_and_grad(em, em, W, s, e, n, False)
+    expect_value_error(lambda: ops.relaxed_energy_backward(torch.ones_like(p[:, 0, 0]), p, ig,
+                                                           long, [True] * 5), "lengths > T")
     z = torch.randn(3, 5, 6, device="cuda")
     v = torch.zeros_like(z)
     huge = torch.full((3,), 3e38, device="cuda")

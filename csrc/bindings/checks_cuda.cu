@@ -42,8 +42,9 @@ __global__ void __launch_bounds__(kNumThreads) check_inputs_kernel(const CheckPa
   const int64_t n_warps = n_threads >> 5;
   unsigned bad = 0;
 
+  const bool input = p.input != nullptr && p.input_bad != Bad::kNotChecked;
   const bool rows = p.emissions_bad != Bad::kNotChecked || p.logits != nullptr ||
-                    p.velocity != nullptr;
+                    p.velocity != nullptr || input;
   if (rows && p.lengths != nullptr) {
     const int64_t n_rows = p.B * p.T;
     for (int64_t row = warp; row < n_rows; row += n_warps) {
@@ -51,12 +52,21 @@ __global__ void __launch_bounds__(kNumThreads) check_inputs_kernel(const CheckPa
       const int64_t t = row - b * p.T;
       if (t >= p.lengths[b]) continue;  // padding (uniform across the warp)
       const int64_t base = row * p.L;
+      bool some_label = false;  // input above -inf somewhere in the row
       for (int64_t j = lane; j < p.L; j += 32) {
         if (p.emissions != nullptr && is_bad(p.emissions[base + j], p.emissions_bad))
           bad |= kEmissions;
         if (p.logits != nullptr && !isfinite(p.logits[base + j])) bad |= kLogits;
         if (p.velocity != nullptr && !isfinite(p.velocity[base + j])) bad |= kVelocity;
+        if (input) {
+          const T x = p.input[base + j];
+          if (is_bad(x, p.input_bad)) bad |= kInput;
+          some_label |= x > -static_cast<T>(INFINITY);
+        }
       }
+      // Every lane of the warp is here (the row loop is uniform across it).
+      if (input && p.input_bad == Bad::kNanOrPosInf && !__any_sync(0xffffffffu, some_label))
+        bad |= kInput;
     }
   }
   if (p.scores_bad != Bad::kNotChecked) {

@@ -33,6 +33,7 @@ enum Flag : unsigned {
   kLr = 1u << 7,
   kGradLogZ = 1u << 8,
   kEnergies = 1u << 9,  // some relaxed energy (an output) is not finite
+  kInput = 1u << 10,    // relaxed_energy's logits or probabilities
 };
 
 // Every pointer is a device pointer to a contiguous row-major array; a null
@@ -51,6 +52,10 @@ struct CheckParams {
   Bad scores_bad = Bad::kNotChecked;      // the rule for transitions, start and end
   const scalar_t* logits = nullptr;       // (B, T, L), kNonFinite
   const scalar_t* velocity = nullptr;     // (B, T, L), kNonFinite
+  // (B, T, L) relaxed_energy's input, by input_bad; with kNanOrPosInf (logits)
+  // a row of only -inf is bad too (it is no distribution).
+  const scalar_t* input = nullptr;
+  Bad input_bad = Bad::kNotChecked;
   const scalar_t* lr = nullptr;           // (B,), kNonFinite
   const scalar_t* grad_log_z = nullptr;   // (B,), kNan
   const scalar_t* energies = nullptr;     // (n_energies,), kNonFinite

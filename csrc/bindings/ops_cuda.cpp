@@ -18,6 +18,12 @@
 // - relaxed_energy_step_: that sync, and a second after the launch, to learn
 //   whether some step's energy was not finite (logits overflowed: the CPU
 //   kernels raise, and so does this; the kernel stops such a sequence there).
+// - relaxed_energy, relaxed_energy_and_grad: one sync, before the launch (the
+//   same device-side pass, with the relaxed energy's rules: finite scores and
+//   emissions, finite probabilities, logits without NaN / +inf and with a
+//   label above -inf in every row).
+// - relaxed_energy_backward: one sync, before the launch, for the lengths
+//   only (its kernels read p and input_grad up to lengths[b]).
 // - Empty batches (B = 0) launch nothing and never synchronise.
 // Outputs stay on the device; nothing else is copied back.
 //
@@ -37,6 +43,7 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <array>
 #include <initializer_list>
 #include <tuple>
 
@@ -339,6 +346,157 @@ Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& 
   return energy.to(emissions.scalar_type());
 }
 
+// relaxed_energy and relaxed_energy_and_grad (errors name the op the user
+// called, relaxed_energy, and the input by its mode: 'logits' or 'probs').
+std::tuple<Tensor, Tensor, Tensor> relaxed_energy_run_cuda(
+    const Tensor& input, const Tensor& emissions, const Tensor& transitions, const Tensor& start,
+    const Tensor& end, const Tensor& lengths, bool probs, bool with_grad) {
+  const char* op = "relaxed_energy";
+  const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths,
+                                       std::nullopt, LengthsValues::kCallerChecks);
+  check_cuda(op, c);
+  check_like(op, probs ? "probs" : "logits", input, {c.B, c.T, c.L}, emissions);
+  const c10::cuda::CUDAGuard guard(emissions.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(emissions.scalar_type());
+  const at::ScalarType out = emissions.scalar_type();
+  const auto opts = emissions.options().dtype(ct);
+  Tensor energy = at::empty({c.B}, opts);
+  Tensor p_out, input_grad;
+  if (with_grad) {
+    p_out = at::empty({c.B, c.T, c.L}, opts);
+    input_grad = at::empty({c.B, c.T, c.L}, opts);
+  }
+  if (c.B > 0) {
+    const CheckedEnergy e = in_compute_type(c, ct);
+    const Tensor x = as_type(input.contiguous(), ct);
+    AT_DISPATCH_FLOATING_TYPES(ct, "structinf_relaxed_energy_cuda", [&] {
+      // The CPU kernel's rules: finite scores and emissions; probabilities
+      // finite; logits without NaN or +inf and with some label above -inf per row.
+      CheckParams<scalar_t> chk = energy_checks<scalar_t>(e, Bad::kNonFinite, Bad::kNonFinite);
+      chk.input = x.data_ptr<scalar_t>();
+      chk.input_bad = probs ? Bad::kNonFinite : Bad::kNanOrPosInf;
+      raise_flags(op, run_checks(chk, emissions, stream), c,
+                  {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
+                   {cuda_checks::kStart, Status::kNonFiniteStart},
+                   {cuda_checks::kEnd, Status::kNonFiniteEnd},
+                   {cuda_checks::kInput,
+                    probs ? Status::kNonFiniteProbs : Status::kNonFiniteLogits},
+                   {cuda_checks::kEmissions, Status::kNonFiniteEmissions}});
+      RelaxedEnergyParams<scalar_t> p;
+      p.energy = energy_view<scalar_t>(e);
+      p.input = x.data_ptr<scalar_t>();
+      p.probs = probs;
+      p.energy_out = energy.data_ptr<scalar_t>();
+      if (with_grad) {
+        p.p_out = p_out.data_ptr<scalar_t>();
+        p.input_grad = input_grad.data_ptr<scalar_t>();
+      }
+      const Tensor ws = workspace(cuda::relaxed_energy_forward_workspace_bytes(p), emissions);
+      raise_launch(op, cuda::launch_relaxed_energy_forward(p, data_or_null(ws), stream), c);
+    });
+  }
+  if (!with_grad) return {energy.to(out), p_out, input_grad};
+  return {energy.to(out), p_out.to(out), input_grad.to(out)};
+}
+
+Tensor relaxed_energy_cuda(const Tensor& input, const Tensor& emissions,
+                           const Tensor& transitions, const Tensor& start, const Tensor& end,
+                           const Tensor& lengths, bool probs) {
+  return std::get<0>(
+      relaxed_energy_run_cuda(input, emissions, transitions, start, end, lengths, probs, false));
+}
+
+std::tuple<Tensor, Tensor, Tensor> relaxed_energy_and_grad_cuda(
+    const Tensor& input, const Tensor& emissions, const Tensor& transitions, const Tensor& start,
+    const Tensor& end, const Tensor& lengths, bool probs) {
+  return relaxed_energy_run_cuda(input, emissions, transitions, start, end, lengths, probs, true);
+}
+
+std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
+    const Tensor& grad_energy, const Tensor& p, const Tensor& input_grad, const Tensor& lengths,
+    std::array<bool, 5> output_mask) {
+  const char* op = "relaxed_energy_backward";
+  TORCH_CHECK_VALUE(p.defined() && p.dim() == 3, "structinf.", op,
+                    ": argument 'p' must be 3-D (B, T, L), got shape ", p.sizes());
+  const at::ScalarType st = p.scalar_type();
+  TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
+                   "structinf.", op,
+                   ": argument 'p' must be float32, float64, float16 or bfloat16 on CUDA, got ",
+                   st);
+  TORCH_CHECK_VALUE(p.is_cuda(), "structinf.", op,
+                    ": argument 'p' must be a CUDA tensor here, got one on ", p.device());
+  const int64_t B = p.size(0), T = p.size(1), L = p.size(2);
+  check_like(op, "input_grad", input_grad, {B, T, L}, p);
+  check_like(op, "grad_energy", grad_energy, {B}, p);
+  TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
+                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", B,
+                    ",), got ", lengths.sizes());
+  TORCH_CHECK_TYPE(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false),
+                   "structinf.", op, ": argument 'lengths' must be an integer tensor, got ",
+                   lengths.scalar_type());
+  TORCH_CHECK_VALUE(lengths.device() == p.device(), "structinf.", op,
+                    ": argument 'lengths' is on ", lengths.device(), " but p is on ", p.device());
+  TORCH_CHECK_VALUE(L <= kMaxLabels, "structinf.", op, ": argument 'p' has L = ", L,
+                    " labels; the CUDA kernels support at most ", kMaxLabels);
+  const c10::cuda::CUDAGuard guard(p.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const at::ScalarType ct = compute_type(st);
+  const auto opts = p.options().dtype(ct);
+  // Masked gradients are zeros (autograd never asks for them), as on the CPU.
+  auto alloc = [&](bool wanted, at::IntArrayRef sizes) {
+    return wanted && B > 0 ? at::empty(sizes, opts) : at::zeros(sizes, opts);
+  };
+  Tensor grad_input = alloc(output_mask[0], {B, T, L});
+  Tensor grad_emissions = alloc(output_mask[1], {B, T, L});
+  Tensor grad_transitions = alloc(output_mask[2], {L, L});
+  Tensor grad_start = alloc(output_mask[3], {L});
+  Tensor grad_end = alloc(output_mask[4], {L});
+  // B = 0: no sequences, zero parameter gradients; nothing launched.
+  if (B > 0) {
+    const Tensor lens = lengths.scalar_type() == at::kLong ? lengths.contiguous()
+                                                           : lengths.to(at::kLong).contiguous();
+    const Tensor g = as_type(grad_energy.contiguous(), ct), pc = as_type(p.contiguous(), ct),
+                 ig = as_type(input_grad.contiguous(), ct);
+    AT_DISPATCH_FLOATING_TYPES(ct, "structinf_relaxed_energy_backward_cuda", [&] {
+      // The kernels read p and input_grad up to lengths[b]: check the lengths first.
+      CheckParams<scalar_t> chk;
+      chk.B = B;
+      chk.T = T;
+      chk.L = L;
+      chk.lengths = lens.data_ptr<int64_t>();
+      const unsigned flags = run_checks(chk, p, stream);
+      if (flags & cuda_checks::kLengths) check_lengths_range(op, lens, T);
+      TORCH_CHECK(flags == 0, "structinf.", op, ": input check failed (flags ", flags, ")");
+      RelaxedEnergyBackwardParams<scalar_t> r;
+      r.B = B;
+      r.T = T;
+      r.L = L;
+      r.lengths = lens.data_ptr<int64_t>();
+      r.grad_energy = g.data_ptr<scalar_t>();
+      r.p = pc.data_ptr<scalar_t>();
+      r.input_grad = ig.data_ptr<scalar_t>();
+      auto ptr = [](bool wanted, Tensor& t) { return wanted ? t.data_ptr<scalar_t>() : nullptr; };
+      r.grad_input = ptr(output_mask[0], grad_input);
+      r.grad_emissions = ptr(output_mask[1], grad_emissions);
+      r.grad_transitions = ptr(output_mask[2], grad_transitions);
+      r.grad_start = ptr(output_mask[3], grad_start);
+      r.grad_end = ptr(output_mask[4], grad_end);
+      const Tensor ws = workspace(cuda::relaxed_energy_backward_workspace_bytes(r), p);
+      const Status s = cuda::launch_relaxed_energy_backward(r, data_or_null(ws), stream);
+      if (s == Status::kCudaLaunchError) {
+        const cudaError_t err = cudaGetLastError();
+        TORCH_CHECK(false, "structinf.", op, ": CUDA kernel launch failed: ",
+                    cudaGetErrorString(err));
+      }
+      raise_status(op, s);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  return {grad_input.to(st), grad_emissions.to(st), grad_transitions.to(st), grad_start.to(st),
+          grad_end.to(st)};
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(structinf, CUDA, m) {
@@ -346,6 +504,9 @@ TORCH_LIBRARY_IMPL(structinf, CUDA, m) {
   m.impl("crf_forward_backward", &crf_forward_backward_cuda);
   m.impl("crf_forward_backward_backward", &crf_forward_backward_backward_cuda);
   m.impl("relaxed_energy_step_", &relaxed_energy_step_cuda);
+  m.impl("relaxed_energy", &relaxed_energy_cuda);
+  m.impl("relaxed_energy_and_grad", &relaxed_energy_and_grad_cuda);
+  m.impl("relaxed_energy_backward", &relaxed_energy_backward_cuda);
 }
 
 }  // namespace structinf

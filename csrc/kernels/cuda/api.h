@@ -13,10 +13,12 @@
 // ties to the lowest label index; log_alpha / log_alpha_shift mean what they
 // mean on the CPU, so the backward takes either device's forward outputs.
 //
-// NaN checks: the CPU kernels return kNan* statuses, but on the GPU a status
-// that depends on the data needs a host synchronisation, so these kernels do
-// not look for NaN at all. The binding checks its inputs (emissions,
-// transitions, start, end, logits, velocity, lr, grad_log_z) before launching.
+// NaN checks: the CPU kernels return kNan* / kNonFinite* statuses, but on the
+// GPU a status that depends on the data needs a host synchronisation, so these
+// kernels do not look for NaN at all. The binding checks its inputs (emissions,
+// transitions, start, end, logits, velocity, lr, grad_log_z, the relaxed
+// energy's logits or probabilities) before launching, with the CPU kernels'
+// rules, and raises with the status the CPU kernel would have returned.
 // The one data-dependent rule kept on the device: relaxed_energy_step stops a
 // sequence after a step whose energy is not finite (as on the CPU); the later
 // rows of energy_out for that sequence are then left unwritten.
@@ -59,6 +61,13 @@ template <typename T> size_t crf_backward_workspace_bytes(const CrfBackwardParam
 template <typename T> Status launch_crf_backward(const CrfBackwardParams<T>& p, void* workspace, cudaStream_t stream);
 template <typename T> size_t relaxed_energy_step_workspace_bytes(const RelaxedStepParams<T>& p);
 template <typename T> Status launch_relaxed_energy_step(const RelaxedStepParams<T>& p, void* workspace, cudaStream_t stream);
+// The differentiable relaxed energy: forward (energy, and p / dE/dinput when
+// input_grad is set) and backward (a null output pointer skips that gradient;
+// one variant only).
+template <typename T> size_t relaxed_energy_forward_workspace_bytes(const RelaxedEnergyParams<T>& p);
+template <typename T> Status launch_relaxed_energy_forward(const RelaxedEnergyParams<T>& p, void* workspace, cudaStream_t stream);
+template <typename T> size_t relaxed_energy_backward_workspace_bytes(const RelaxedEnergyBackwardParams<T>& p);
+template <typename T> Status launch_relaxed_energy_backward(const RelaxedEnergyBackwardParams<T>& p, void* workspace, cudaStream_t stream);
 
 // The same launches with the thread mapping forced (k-best Viterbi, k > 1,
 // has one mapping and ignores the variant).
@@ -66,6 +75,7 @@ template <typename T> Status launch_viterbi(const ViterbiParams<T>& p, void* wor
 template <typename T> Status launch_crf_forward(const CrfForwardParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
 template <typename T> Status launch_crf_backward(const CrfBackwardParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
 template <typename T> Status launch_relaxed_energy_step(const RelaxedStepParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
+template <typename T> Status launch_relaxed_energy_forward(const RelaxedEnergyParams<T>& p, void* workspace, cudaStream_t stream, Variant v);
 
 // Caps the shared memory per block that the launchers plan with (0: the
 // device's opt-in maximum). For tests, to reach the streaming and global
