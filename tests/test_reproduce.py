@@ -130,7 +130,7 @@ def test_study_with_pretrained_vectors(tmp_path):
 
 
 def test_the_summary_takes_the_pretrained_vector_study_when_it_has_table1(tmp_path):
-    from structinf.experiments.summary import study_folders
+    from structinf.experiments.summary import plus_folders, study_folders
 
     (tmp_path / "conll2003-glove").mkdir()
     (tmp_path / "ewt-large-glove").mkdir()
@@ -139,6 +139,14 @@ def test_the_summary_takes_the_pretrained_vector_study_when_it_has_table1(tmp_pa
     assert where == {"twitter-pos": "twitter-pos", "conll2003": "conll2003-glove",
                      "ewt-large": "ewt-large"}  # ewt-large-glove has no Table 1 yet
     assert study_folders(tmp_path, {"conll2003": "conll2003"})["conll2003"] == "conll2003"
+    # The BLSTM-CRF+ side (energy, Tables 4 and 6) comes from the GloVe study
+    # once it has Table 4, even before its Table 1.
+    assert plus_folders(tmp_path, where)["ewt-large"] == "ewt-large"
+    (tmp_path / "ewt-large-glove" / "table4.json").write_text("{}")
+    assert plus_folders(tmp_path, where) == {"twitter-pos": "twitter-pos",
+                                             "conll2003": "conll2003-glove",
+                                             "ewt-large": "ewt-large-glove"}
+    assert plus_folders(tmp_path, where, {"ewt-large": "ewt-large"})["ewt-large"] == "ewt-large"
 
 
 def test_a_gradient_descent_grid_merged_from_its_learning_rates_is_the_whole_grid():

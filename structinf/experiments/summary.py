@@ -88,23 +88,45 @@ def study_folders(results: Path, chosen: Optional[Dict[str, str]] = None) -> Dic
     return out
 
 
+def plus_folders(results: Path, where: Dict[str, str],
+                 chosen: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """The results folder of each task's BLSTM-CRF+ side (its energy, Tables 4 and
+    6): ``chosen[task]`` if given, else ``<task>-glove`` when it has Table 4 (a
+    study that has done that side first), else the task's study (``where``)."""
+    out = {}
+    for t in TASKS:
+        if chosen and t in chosen:
+            out[t] = chosen[t]
+        elif (results / f"{t}-glove" / "table4.json").is_file():
+            out[t] = f"{t}-glove"
+        else:
+            out[t] = where[t]
+    return out
+
+
 def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
     """Markdown text and the findings, from every task's results present
     (each task's study from ``folders``, see :func:`study_folders`)."""
     where = study_folders(results, folders)
+    plus = plus_folders(results, where, folders)
     tasks = [t for t in TASKS if (results / where[t] / "table1.json").is_file()]
+    plus_tasks = [t for t in TASKS if (results / plus[t] / "table4.json").is_file()]
     lines: List[str] = ["# Study results across tasks", "",
                         "Written by `python -m structinf.experiments.summary` from the tables "
                         "`structinf reproduce` wrote. Paper columns: Tu and Gimpel (2019), POS / "
                         "NER / CCG; our large-label task is UD English-EWT (400 + `*` labels), "
                         "a substitute for CCG. Scores in %. Studies: "
-                        + ", ".join(f"{t}: `results/{where[t]}`" for t in TASKS) + ".", ""]
+                        + ", ".join(f"{t}: `results/{where[t]}`" + (
+                            "" if plus[t] == where[t] else
+                            f" (its BLSTM-CRF+ energy and Tables 4 and 6: `results/{plus[t]}`)")
+                                    for t in TASKS) + ".", ""]
     findings: Dict[str, dict] = {}
 
     # Energies (the trained BLSTM-CRF and BLSTM-CRF+).
     rows = []
     for t in TASKS:
-        units = _energy_units(results, where[t])
+        units = {**_energy_units(results, where[t]),
+                 "energy-crf+": _energy_units(results, plus[t]).get("energy-crf+")}
         for name, kind in (("energy-crf", "BLSTM-CRF"), ("energy-crf+", "BLSTM-CRF+")):
             u = units.get(name)
             if u is None:
@@ -128,7 +150,8 @@ def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
                           "train minutes (sum of epochs)"], rows), ""]
         curves = []
         for t in TASKS:
-            units = _energy_units(results, where[t])
+            units = {**_energy_units(results, where[t]),
+                     "energy-crf+": _energy_units(results, plus[t]).get("energy-crf+")}
             for name, kind in (("energy-crf", "BLSTM-CRF"), ("energy-crf+", "BLSTM-CRF+")):
                 hist = (units.get(name) or {}).get("history", [])
                 if hist:
@@ -157,8 +180,8 @@ def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
                          rows), ""]
     # Table 4.
     rows = []
-    for t in tasks:
-        t4 = _load(results, where[t], "table4")
+    for t in plus_tasks:
+        t4 = _load(results, plus[t], "table4")
         if t4 is None:
             continue
         pt = paper.TABLE4[paper.PAPER_TASK[t]]
@@ -184,9 +207,9 @@ def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
 
     # Finding 2: gradient descent trails Viterbi on NER and the large-label task.
     gd_gap = {}
-    for t in tasks:
+    for t in TASKS:
         for name in ("table1", "table4"):
-            tab = _load(results, where[t], name)
+            tab = _load(results, (plus if name == "table4" else where)[t], name)
             if tab is None:
                 continue
             gd_gap[f"{t}/{name}"] = {
@@ -203,8 +226,8 @@ def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
 
     # Table 6 / finding 3: warm starts reach lower energy than inference networks.
     rows, warm_cmp = [], {}
-    for t in tasks:
-        t6 = _load(results, where[t], "table6")
+    for t in plus_tasks:
+        t6 = _load(results, plus[t], "table6")
         if t6 is None:
             continue
         net = t6["infnet"]["test"]
@@ -259,7 +282,8 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="default: <results>/README.md")
     ap.add_argument("--study", action="append", default=[], metavar="TASK=FOLDER",
                     help="the results folder of a task's study (default: <task>-glove when it "
-                         "has Table 1, else <task>)")
+                         "has Table 1, else <task>; its BLSTM-CRF+ side: <task>-glove when it "
+                         "has Table 4)")
     args = ap.parse_args(argv)
     chosen = {}
     for item in args.study:
