@@ -73,19 +73,20 @@ def _evidence(name: str, f: dict) -> str:
     return json.dumps(f)
 
 
+def _folders(results: Path, table: str, fallback: Dict[str, str],
+             chosen: Optional[Dict[str, str]]) -> Dict[str, str]:
+    """Per task: ``chosen[task]`` if given, else ``<task>-glove`` (the study with
+    pretrained vectors) when it has ``<table>.json``, else ``fallback[task]``."""
+    return {t: chosen[t] if chosen and t in chosen
+            else f"{t}-glove" if (results / f"{t}-glove" / f"{table}.json").is_file()
+            else fallback[t] for t in TASKS}
+
+
 def study_folders(results: Path, chosen: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """The results folder of each task's study: ``chosen[task]`` if given, else
     ``<task>-glove`` (the study with pretrained vectors) when it has Table 1,
     else ``<task>``."""
-    out = {}
-    for t in TASKS:
-        if chosen and t in chosen:
-            out[t] = chosen[t]
-        elif (results / f"{t}-glove" / "table1.json").is_file():
-            out[t] = f"{t}-glove"
-        else:
-            out[t] = t
-    return out
+    return _folders(results, "table1", {t: t for t in TASKS}, chosen)
 
 
 def plus_folders(results: Path, where: Dict[str, str],
@@ -93,15 +94,7 @@ def plus_folders(results: Path, where: Dict[str, str],
     """The results folder of each task's BLSTM-CRF+ side (its energy, Tables 4 and
     6): ``chosen[task]`` if given, else ``<task>-glove`` when it has Table 4 (a
     study that has done that side first), else the task's study (``where``)."""
-    out = {}
-    for t in TASKS:
-        if chosen and t in chosen:
-            out[t] = chosen[t]
-        elif (results / f"{t}-glove" / "table4.json").is_file():
-            out[t] = f"{t}-glove"
-        else:
-            out[t] = where[t]
-    return out
+    return _folders(results, "table4", where, chosen)
 
 
 def summarize(results: Path, folders: Optional[Dict[str, str]] = None) -> dict:
