@@ -106,3 +106,50 @@ def test_a_kept_checkpoint_is_small_and_gives_its_study_units_scores(folder):
     for split in ("dev", "test"):
         labels = predict(model.decode, p.encoded[split])
         assert score_ids(p, split, labels) == pytest.approx(unit[split]["score"], abs=1e-9), split
+
+
+# --------------------------------------- the copy a study starts from, atomically
+
+from types import SimpleNamespace  # noqa: E402
+
+from structinf.experiments.reproduce import Study  # noqa: E402
+
+
+def _committed(tmp_path):
+    kept = tmp_path / "r" / COMMITTED / "energy-crf"
+    kept.mkdir(parents=True)
+    (kept / "config.json").write_text('{"a": 1}')
+    (kept / "weights.safetensors").write_bytes(b"w" * 64)
+    return SimpleNamespace(runs=tmp_path / "u", results=tmp_path / "r", _say=lambda m: None)
+
+
+def test_a_copy_cut_short_is_never_taken_for_the_checkpoint(tmp_path, monkeypatch):
+    study = _committed(tmp_path)
+    real = shutil.copytree
+
+    def interrupted(src, dst, **kw):
+        (Path(dst) / "config.json").write_text('{"a": 1}')  # half of it, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(shutil, "copytree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        Study._from_committed(study, "energy-crf")
+    assert sorted(os.listdir(tmp_path / "u")) == []  # no partial folder, no leftovers
+    monkeypatch.setattr(shutil, "copytree", real)
+    folder = Study._from_committed(study, "energy-crf")
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+    assert (folder / "weights.safetensors").read_bytes() == b"w" * 64
+
+
+def test_two_processes_starting_from_one_committed_checkpoint(tmp_path, monkeypatch):
+    study = _committed(tmp_path)
+    real = shutil.copytree
+
+    def raced(src, dst, **kw):  # the other process's copy lands while this one copies
+        real(src, tmp_path / "u" / "energy-crf")
+        return real(src, dst, **kw)
+
+    monkeypatch.setattr(shutil, "copytree", raced)
+    folder = Study._from_committed(study, "energy-crf")
+    assert sorted(os.listdir(tmp_path / "u")) == ["energy-crf"]
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -406,7 +407,19 @@ class Study:
         if not os.path.lexists(folder) and (committed / "config.json").is_file():
             self._say(f"starting from the committed checkpoint {committed}")
             folder.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copytree(committed, folder)
+            # Copied beside it and renamed into place: a copy cut short, or one
+            # a second process (a torchrun rank) reads while it is made, is never
+            # taken for the checkpoint.
+            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+            try:
+                shutil.copytree(committed, tmp, dirs_exist_ok=True)
+                os.rename(tmp, folder)
+            except OSError:
+                if not (folder / "config.json").is_file():
+                    raise
+                # another process put its copy there first; it is the same files
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         return folder
 
     def _load(self, name: str):
