@@ -51,7 +51,8 @@ from torch import nn
 
 __all__ = ["save_checkpoint", "load_checkpoint", "read_checkpoint_meta", "load_training_state",
            "check_replaceable", "previous_checkpoint", "register_model", "write_bytes_atomic",
-           "write_text_atomic", "write_json_atomic", "write_json_gz_atomic", "CheckpointError"]
+           "write_text_atomic", "write_json_atomic", "write_json_gz_atomic", "make_folder_atomic",
+           "CheckpointError"]
 
 FORMAT = "structinf-checkpoint"
 VERSION = 1
@@ -164,6 +165,39 @@ def write_json_gz_atomic(path: os.PathLike, data: Any) -> None:
     """Writes ``data`` as compact gzipped JSON to ``path`` atomically; the gzip
     header holds no time stamp, so the same data gives the same bytes."""
     write_bytes_atomic(path, gzip.compress(json.dumps(data).encode("utf-8"), mtime=0))
+
+
+def make_folder_atomic(path: os.PathLike, fill: Callable[[Path], None]) -> bool:
+    """Makes the new folder ``path`` with what ``fill(tmp)`` writes into an empty
+    hidden folder beside it, then renames that into place: ``path`` never holds
+    part of it, and a fill cut short (an error, Ctrl-C) leaves nothing behind.
+
+    Returns:
+        True when this call's folder landed; False when ``path`` appeared while it
+        was filled (another process made it first) -- that folder is kept, and
+        this call's copy dropped.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        tmp = _sibling(path, "tmp")
+        try:
+            os.mkdir(tmp)  # 0777 & ~umask, like any folder the user makes
+            break
+        except FileExistsError:
+            continue
+    try:
+        fill(tmp)
+        try:
+            os.rename(tmp, path)
+        except OSError:
+            if os.path.isdir(path) and any(os.scandir(path)):
+                return False
+            raise
+        _fsync_dir(path.parent)
+        return True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --------------------------------------------------------------- folder swapping

@@ -153,3 +153,59 @@ def test_two_processes_starting_from_one_committed_checkpoint(tmp_path, monkeypa
     folder = Study._from_committed(study, "energy-crf")
     assert sorted(os.listdir(tmp_path / "u")) == ["energy-crf"]
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "weights.safetensors"]
+
+
+def _trained_runs(tmp_path):
+    """A small real checkpoint in a runs folder, as keep_checkpoints finds it."""
+    from structinf.io import save_checkpoint
+    from structinf.models.blstm_crf import BLSTMCRF, energy_model_config
+
+    runs = tmp_path / "u"
+    torch.manual_seed(0)
+    cfg = energy_model_config("twitter-pos", ["A", "B", "C"], 5, 4, plus=False, hidden=4,
+                              word_dim=4)
+    save_checkpoint(runs / "x", BLSTMCRF(cfg))
+    return runs
+
+
+def test_a_keep_cut_short_leaves_nothing_and_the_next_keep_works(tmp_path, monkeypatch):
+    runs = _trained_runs(tmp_path)
+    import structinf.experiments.reproduce as rp
+
+    real, calls = rp.write_bytes_atomic, []
+
+    def interrupted(path, data):
+        calls.append(path)
+        if len(calls) == 2:  # the config is written, then Ctrl-C
+            raise KeyboardInterrupt
+        real(path, data)
+
+    monkeypatch.setattr(rp, "write_bytes_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        keep_checkpoints(tmp_path / "r", runs, ["x"])
+    assert os.listdir(tmp_path / "r" / COMMITTED) == []  # no partial folder, no leftovers
+    monkeypatch.setattr(rp, "write_bytes_atomic", real)
+    (kept,) = keep_checkpoints(tmp_path / "r", runs, ["x"])
+    assert sorted(p.name for p in kept.iterdir()) == ["config.json", "weights.safetensors"]
+    load_checkpoint(kept)
+
+
+def test_two_processes_keeping_one_checkpoint(tmp_path, monkeypatch):
+    runs = _trained_runs(tmp_path)
+    import structinf.experiments.reproduce as rp
+
+    real, raced_once = rp.write_bytes_atomic, []
+
+    def raced(path, data):  # the other process's keep lands while this one writes
+        if not raced_once:
+            raced_once.append(True)
+            monkeypatch.setattr(rp, "write_bytes_atomic", real)
+            keep_checkpoints(tmp_path / "r", runs, ["x"])
+            monkeypatch.setattr(rp, "write_bytes_atomic", raced)
+        real(path, data)
+
+    monkeypatch.setattr(rp, "write_bytes_atomic", raced)
+    with pytest.raises(FileExistsError, match="another process"):
+        keep_checkpoints(tmp_path / "r", runs, ["x"])
+    assert os.listdir(tmp_path / "r" / COMMITTED) == ["x"]
+    load_checkpoint(tmp_path / "r" / COMMITTED / "x")  # the one that landed is whole

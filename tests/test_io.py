@@ -77,6 +77,8 @@ def test_outputs_get_the_modes_of_the_umask(tmp_path, prepared, umask, mask):
                                      "training_state.json", "training_state.safetensors")}
     sio.write_json_gz_atomic(tmp_path / "c.json.gz", {"y": [1, 2]})
     assert _mode(tmp_path / "c.json.gz") == files
+    assert sio.make_folder_atomic(tmp_path / "kept", lambda tmp: (tmp / "f").write_text("x"))
+    assert _mode(tmp_path / "kept") == dirs
 
 
 def test_atomic_writers_replace_in_one_rename_and_leave_nothing(tmp_path):

@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -33,8 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..io import (load_checkpoint, read_checkpoint_meta, write_bytes_atomic, write_json_atomic,
-                  write_json_gz_atomic)
+from ..io import (load_checkpoint, make_folder_atomic, read_checkpoint_meta, write_bytes_atomic,
+                  write_json_atomic, write_json_gz_atomic)
 from .. import distributed
 from ..data import Prepared, embedding_words, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
@@ -243,11 +242,14 @@ def keep_checkpoints(results: Path, runs: Path, names: Sequence[str]) -> List[Pa
                              f"{COMMITTED_MAX_BYTES / 2**20:.0f} MB")
         if os.path.lexists(dst):
             raise FileExistsError(f"keep_checkpoints: {dst} exists")
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        tmp.mkdir(parents=True)
-        for f in files:
-            write_bytes_atomic(tmp / f.name, f.read_bytes())
-        os.rename(tmp, dst)
+
+        def fill(tmp: Path, files=files) -> None:
+            for f in files:
+                write_bytes_atomic(tmp / f.name, f.read_bytes())
+
+        if not make_folder_atomic(dst, fill):
+            raise FileExistsError(f"keep_checkpoints: {dst} exists (kept by another process "
+                                  "meanwhile)")
         load_checkpoint(dst)  # the copy loads (checksums included)
         out.append(dst)
     return out
@@ -406,20 +408,12 @@ class Study:
         committed = self.results / COMMITTED / name
         if not os.path.lexists(folder) and (committed / "config.json").is_file():
             self._say(f"starting from the committed checkpoint {committed}")
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            # Copied beside it and renamed into place: a copy cut short, or one
-            # a second process (a torchrun rank) reads while it is made, is never
-            # taken for the checkpoint.
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-            try:
-                shutil.copytree(committed, tmp, dirs_exist_ok=True)
-                os.rename(tmp, folder)
-            except OSError:
-                if not (folder / "config.json").is_file():
-                    raise
-                # another process put its copy there first; it is the same files
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+            # Made beside it and renamed into place: a copy cut short, or one a
+            # second process (a torchrun rank) reads while it is made, is never
+            # taken for the checkpoint. When another process's copy lands first,
+            # that one is used: it holds the same files.
+            make_folder_atomic(folder, lambda tmp: shutil.copytree(committed, tmp,
+                                                                   dirs_exist_ok=True))
         return folder
 
     def _load(self, name: str):
