@@ -64,6 +64,97 @@ __device__ __forceinline__ V row_reduce(V v, Op op) {
   return warp_reduce(v, op);
 }
 
+// With kSmemW, W and W^T into the first 2 L*L of w_smem (every thread of the
+// block takes part, then a barrier); the pointers the rows read them from.
+template <bool kSmemW, typename T>
+__device__ __forceinline__ void stage_transitions(const T* w_global, const T* wt_global, int L,
+                                                  T* w_smem, const T** W, const T** Wt) {
+  if (kSmemW) {
+    for (int i = threadIdx.x; i < L * L; i += blockDim.x) {
+      w_smem[i] = w_global[i];
+      w_smem[L * L + i] = wt_global[i];
+    }
+    __syncthreads();
+  }
+  *W = kSmemW ? w_smem : w_global;
+  *Wt = kSmemW ? w_smem + L * L : wt_global;
+}
+
+// softmax(x) over one row, this lane's labels (j = lane, lane + kRowLanes,
+// ...): each lane's (max, sum of exponentials), merged over the row's lanes
+// in one reduction, one exponential per label. Writes the exponentials to p
+// and returns this lane's factor that turns them into probabilities. With
+// kMaybeInf labels at -inf have probability 0 (a lane holding only such
+// labels contributes (-inf, 0); a row of them has no distribution).
+template <int kRowLanes, bool kMaybeInf, typename T>
+__device__ __forceinline__ T row_softmax(const T* x, T* p, int L, int lane) {
+  T lm = -inf<T>();
+  for (int j = lane; j < L; j += kRowLanes) lm = dmax(lm, x[j]);
+  const bool none = kMaybeInf && lm == -inf<T>();
+  T ls = T(0);
+  for (int j = lane; j < L; j += kRowLanes) {
+    const T v = none ? T(0) : dexp(x[j] - lm);
+    p[j] = v;
+    ls += v;
+  }
+  const Lse<T> ms = row_reduce<kRowLanes>(Lse<T>{lm, ls},
+                                          [](Lse<T> a, Lse<T> c) { return lse_merge(a, c); });
+  return (kRowLanes == 1 || none ? T(1) : dexp(lm - ms.m)) / ms.s;
+}
+
+// Row t of a sequence of n, this lane's labels, summed over the row's lanes:
+// the score terms p_t . e_t, p_t . W^T p_{t-1} [t > 0], p_t . start [t = 0],
+// p_t . end [t = n-1] and, with kD, d_t = dscore/dp_t = e_t + W p_{t+1}
+// [t+1 < n] + W^T p_{t-1} [t > 0] + start [t = 0] + end [t = n-1] (the CPU's
+// order), written to d, with p_t . d_t. Rows of p are ld apart.
+template <int kRowLanes, bool kD, typename T>
+__device__ __forceinline__ RowDots<T> row_terms(const T* pt, const T* et, int64_t ld, const T* W,
+                                                const T* Wt, const T* start, const T* end,
+                                                int64_t t, int64_t n, int L, int lane, T* d) {
+  RowDots<T> r{T(0), T(0), T(0), T(0), T(0)};
+  for (int j = lane; j < L; j += kRowLanes) {
+    const T pj = pt[j], ej = et[j];
+    T dj = ej;
+    r.pe = dfma(pj, ej, r.pe);
+    if (kD && t + 1 < n) {  // (W p_{t+1})_j
+      const T* pn = pt + ld;
+      T q = T(0);
+      for (int k = 0; k < L; ++k) q = dfma(Wt[k * L + j], pn[k], q);
+      dj += q;
+    }
+    if (t > 0) {  // (W^T p_{t-1})_j
+      const T* pp = pt - ld;
+      T q = T(0);
+      for (int k = 0; k < L; ++k) q = dfma(W[k * L + j], pp[k], q);
+      dj += q;
+      r.pq = dfma(pj, q, r.pq);
+    }
+    if (t == 0) {
+      dj += start[j];
+      r.ps = dfma(pj, start[j], r.ps);
+    }
+    if (t == n - 1) {
+      dj += end[j];
+      r.pend = dfma(pj, end[j], r.pend);
+    }
+    if (kD) {
+      d[j] = dj;
+      r.pd = dfma(pj, dj, r.pd);
+    }
+  }
+  return row_reduce<kRowLanes>(r, RowDotsOp());
+}
+
+// The row's share of the score, in double, from row_terms' sums.
+template <typename T>
+__device__ __forceinline__ double row_score(const RowDots<T>& r, int64_t t, int64_t n) {
+  double s = static_cast<double>(r.pe);
+  if (t > 0) s += static_cast<double>(r.pq);
+  if (t == 0) s += static_cast<double>(r.ps);
+  if (t == n - 1) s += static_cast<double>(r.pend);
+  return s;
+}
+
 template <typename T, typename Group, int kRowLanes, bool kSmemW, bool kOnChip>
 __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
     relaxed_step_kernel(RelaxedStepParams<T> p, const T* __restrict__ wt_global,
@@ -79,15 +170,8 @@ __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
   T *w_smem, *bufs, *dbuf;
   relaxed_smem_layout<T>(carve, L, T_, ldc, Group::per_block(), workers, kSmemW, kOnChip, &w_smem,
                          &bufs, &dbuf);
-  if (kSmemW) {
-    for (int i = threadIdx.x; i < L * L; i += blockDim.x) {
-      w_smem[i] = e.transitions[i];
-      w_smem[L * L + i] = wt_global[i];
-    }
-    __syncthreads();
-  }
-  const T* W = kSmemW ? w_smem : e.transitions;
-  const T* Wt = kSmemW ? w_smem + L * L : wt_global;
+  const T *W, *Wt;
+  stage_transitions<kSmemW>(e.transitions, wt_global, L, w_smem, &W, &Wt);
   const int64_t b = static_cast<int64_t>(blockIdx.x) * Group::per_block() + Group::index_in_block();
   if (b >= e.B) return;
   Group g(slots);
@@ -127,60 +211,16 @@ __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
     for (int64_t t = worker; t < n; t += workers) {
       const T* zt = Z + t * ld;
       T* pt = P + t * ld;
-      // Each lane's (max, sum of exponentials), merged over the row's lanes
-      // in one reduction; one exponential per label.
-      T lm = -inf<T>();
-      for (int j = lane; j < L; j += kRowLanes) lm = dmax(lm, zt[j]);
-      T ls = T(0);
-      for (int j = lane; j < L; j += kRowLanes) {
-        const T x = dexp(zt[j] - lm);
-        pt[j] = x;
-        ls += x;
-      }
-      const Lse<T> ms = row_reduce<kRowLanes>(Lse<T>{lm, ls},
-                                              [](Lse<T> a, Lse<T> c) { return lse_merge(a, c); });
-      const T inv = (kRowLanes == 1 ? T(1) : dexp(lm - ms.m)) / ms.s;
+      const T inv = row_softmax<kRowLanes, false>(zt, pt, L, lane);
       for (int j = lane; j < L; j += kRowLanes) pt[j] *= inv;
     }
     g.sync();
     double score = 0.0;
     for (int64_t t = worker; t < n; t += workers) {
       const T* pt = P + t * ld;
-      const T* et = E + t * ld;
-      RowDots<T> r{T(0), T(0), T(0), T(0), T(0)};
-      for (int j = lane; j < L; j += kRowLanes) {
-        const T pj = pt[j], ej = et[j];
-        T d = ej;
-        r.pe = dfma(pj, ej, r.pe);
-        if (t + 1 < n) {  // (W p_{t+1})_j
-          const T* pn = pt + ld;
-          T q = T(0);
-          for (int k = 0; k < L; ++k) q = dfma(Wt[k * L + j], pn[k], q);
-          d += q;
-        }
-        if (t > 0) {  // (W^T p_{t-1})_j
-          const T* pp = pt - ld;
-          T q = T(0);
-          for (int k = 0; k < L; ++k) q = dfma(W[k * L + j], pp[k], q);
-          d += q;
-          r.pq = dfma(pj, q, r.pq);
-        }
-        if (t == 0) {
-          d += e.start[j];
-          r.ps = dfma(pj, e.start[j], r.ps);
-        }
-        if (t == n - 1) {
-          d += e.end[j];
-          r.pend = dfma(pj, e.end[j], r.pend);
-        }
-        D[j] = d;
-        r.pd = dfma(pj, d, r.pd);
-      }
-      r = row_reduce<kRowLanes>(r, RowDotsOp());
-      score += static_cast<double>(r.pe);
-      if (t > 0) score += static_cast<double>(r.pq);
-      if (t == 0) score += static_cast<double>(r.ps);
-      if (t == n - 1) score += static_cast<double>(r.pend);
+      const RowDots<T> r = row_terms<kRowLanes, true>(pt, E + t * ld, ld, W, Wt, e.start, e.end,
+                                                      t, n, L, lane, D);
+      score += row_score(r, t, n);
       T* zt = Z + t * ld;
       T* vt = Vel + t * ld;
       for (int j = lane; j < L; j += kRowLanes) {

@@ -62,15 +62,8 @@ __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
   T *w_smem, *pbuf;
   relaxed_energy_smem_layout<T>(carve, L, T_, ldc, Group::per_block(), kSmemW, on_chip, &w_smem,
                                 &pbuf);
-  if (kSmemW) {
-    for (int i = threadIdx.x; i < L * L; i += blockDim.x) {
-      w_smem[i] = e.transitions[i];
-      w_smem[L * L + i] = wt_global[i];
-    }
-    __syncthreads();
-  }
-  const T* W = kSmemW ? w_smem : e.transitions;
-  const T* Wt = kSmemW ? w_smem + L * L : wt_global;
+  const T *W, *Wt;
+  stage_transitions<kSmemW>(e.transitions, wt_global, L, w_smem, &W, &Wt);
   const int64_t b = static_cast<int64_t>(blockIdx.x) * Group::per_block() + Group::index_in_block();
   if (b >= e.B) return;
   Group g(slots);
@@ -105,20 +98,8 @@ __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
       }
       continue;
     }
-    // Each lane's (max, sum of exponentials), merged over the row's lanes in
-    // one reduction. Labels at -inf have probability 0; a lane holding only
-    // such labels contributes (-inf, 0) (the binding rejects a row of them).
-    T lm = -inf<T>();
-    for (int j = lane; j < L; j += kRowLanes) lm = dmax(lm, xt[j]);
-    T ls = T(0);
-    for (int j = lane; j < L; j += kRowLanes) {
-      const T v = lm == -inf<T>() ? T(0) : dexp(xt[j] - lm);
-      pt[j] = v;
-      ls += v;
-    }
-    const Lse<T> ms = row_reduce<kRowLanes>(Lse<T>{lm, ls},
-                                            [](Lse<T> a, Lse<T> c) { return lse_merge(a, c); });
-    const T inv = (kRowLanes == 1 || lm == -inf<T>() ? T(1) : dexp(lm - ms.m)) / ms.s;
+    // Labels at -inf have probability 0 (the binding rejects a row of them).
+    const T inv = row_softmax<kRowLanes, true>(xt, pt, L, lane);
     for (int j = lane; j < L; j += kRowLanes) {
       const T v = pt[j] * inv;
       pt[j] = v;
@@ -137,42 +118,11 @@ __global__ void __launch_bounds__(kMaxThreads, MinBlocks<T>::value)
     const T* pt = P + t * ld;
     const T* et = em + t * L;
     T* gt = grad ? gout + t * L : nullptr;
-    RowDots<T> r{T(0), T(0), T(0), T(0), T(0)};
-    for (int j = lane; j < L; j += kRowLanes) {
-      const T pj = pt[j], ej = et[j];
-      T d = ej;
-      r.pe = dfma(pj, ej, r.pe);
-      if (t > 0) {  // (W^T p_{t-1})_j
-        const T* pp = pt - ld;
-        T q = T(0);
-        for (int k = 0; k < L; ++k) q = dfma(W[k * L + j], pp[k], q);
-        d += q;
-        r.pq = dfma(pj, q, r.pq);
-      }
-      if (grad && t + 1 < n) {  // (W p_{t+1})_j
-        const T* pn = pt + ld;
-        T q = T(0);
-        for (int k = 0; k < L; ++k) q = dfma(Wt[k * L + j], pn[k], q);
-        d += q;
-      }
-      if (t == 0) {
-        d += e.start[j];
-        r.ps = dfma(pj, e.start[j], r.ps);
-      }
-      if (t == n - 1) {
-        d += e.end[j];
-        r.pend = dfma(pj, e.end[j], r.pend);
-      }
-      if (grad) {
-        gt[j] = d;
-        r.pd = dfma(pj, d, r.pd);
-      }
-    }
-    r = row_reduce<kRowLanes>(r, RowDotsOp());
-    score += static_cast<double>(r.pe);
-    if (t > 0) score += static_cast<double>(r.pq);
-    if (t == 0) score += static_cast<double>(r.ps);
-    if (t == n - 1) score += static_cast<double>(r.pend);
+    // d_t (with gradients) staged in gt.
+    const RowDots<T> r =
+        grad ? row_terms<kRowLanes, true>(pt, et, ld, W, Wt, e.start, e.end, t, n, L, lane, gt)
+             : row_terms<kRowLanes, false>(pt, et, ld, W, Wt, e.start, e.end, t, n, L, lane, gt);
+    score += row_score(r, t, n);
     if (!grad) continue;
     // dE/dp = -d; through the softmax dE/dz = p * (dE/dp - <p, dE/dp>).
     for (int j = lane; j < L; j += kRowLanes) {
