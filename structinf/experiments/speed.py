@@ -791,9 +791,12 @@ def run(args) -> int:
             continue
         start = time.perf_counter()
         folder = study_folder(task, args.runs)
-        if folder != task:
+        if folder == f"quick-{task}":
             print(f"{task}: no full study's checkpoints in {Path(args.runs) / task}; "
                   f"timing the quick study's, in {Path(args.runs) / folder}")
+        elif folder != task:
+            print(f"{task}: timing the study with pretrained vectors, in "
+                  f"{Path(args.runs) / folder}")
         models = load_speed_models(task, args.results, args.runs, args.device,
                                    data_dir=args.data_dir, folder=folder)
         summaries[task] = models.summary()
