@@ -191,7 +191,7 @@ def make_folder_atomic(path: os.PathLike, fill: Callable[[Path], None]) -> bool:
         try:
             os.rename(tmp, path)
         except OSError:
-            if os.path.isdir(path) and any(os.scandir(path)):
+            if os.path.isdir(path) and os.listdir(path):
                 return False
             raise
         _fsync_dir(path.parent)
