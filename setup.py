@@ -19,9 +19,17 @@ says at run time which build it is. Environment:
 - ``TORCH_CUDA_ARCH_LIST`` (e.g. ``"9.0a"``, ``"8.0;9.0"``) picks the GPU
   architectures, as for any torch extension. Unset: Hopper, sm_90a machine
   code plus compute_90 PTX for later GPUs.
+- ``STRUCTINF_ALLOW_PRIVATE_LIBSTDCXX=1`` turns the post-link check into a
+  warning: by default the build fails if ``structinf._C`` carries its own copy
+  of the C++ runtime (csrc/linkcheck.py says why that breaks it).
+
+Supported torch: 2.11 and newer (CI compiles the CUDA build against 2.11.0 and
+the newest, the CPU build against 2.11.0 and 2.13.0).
 """
 
+import importlib.util
 import os
+import subprocess
 import sys
 
 from setuptools import setup
@@ -67,6 +75,36 @@ DEFAULT_CUDA_ARCH_FLAGS = [
     "-gencode=arch=compute_90a,code=sm_90a",
     "-gencode=arch=compute_90,code=compute_90",
 ]
+
+
+def _linkcheck():
+    spec = importlib.util.spec_from_file_location("structinf_linkcheck",
+                                                  os.path.join(HERE, "csrc", "linkcheck.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+class StructinfBuildExt(BuildExtension):
+    """torch's build, then the check that the library uses the shared C++ runtime."""
+
+    def build_extension(self, ext):
+        super().build_extension(ext)
+        if not sys.platform.startswith("linux"):
+            return
+        check = _linkcheck()
+        path = self.get_ext_fullpath(ext.name)
+        found = check.problems(path)
+        if found is None:
+            print("structinf: readelf / nm not found; the C++ runtime link of "
+                  f"{path} was not checked", file=sys.stderr)
+        elif found:
+            message = check.explain(path, found)
+            if os.environ.get("STRUCTINF_ALLOW_PRIVATE_LIBSTDCXX") == "1":
+                print(f"structinf: WARNING: {message}", file=sys.stderr)
+            else:
+                sys.exit(f"structinf: {message} (STRUCTINF_ALLOW_PRIVATE_LIBSTDCXX=1 builds it "
+                         "anyway)")
 
 
 def openmp_flags():
@@ -115,6 +153,7 @@ def build_cuda():
 
 def extension():
     omp_compile, omp_link = openmp_flags()
+    omp_link = [*omp_link, *_linkcheck().shared_runtime_link_args()]
     cxx_flags = ["-O3", "-fno-math-errno", *omp_compile]
     include_dirs = [os.path.join(HERE, "csrc")]
     if not build_cuda():
@@ -146,5 +185,5 @@ def extension():
 
 setup(
     ext_modules=[extension()],
-    cmdclass={"build_ext": BuildExtension.with_options(use_ninja=True)},
+    cmdclass={"build_ext": StructinfBuildExt.with_options(use_ninja=True)},
 )

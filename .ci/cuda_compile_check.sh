@@ -1,25 +1,34 @@
 #!/usr/bin/env bash
 # Compile check of the CUDA build, on a machine with nvcc but no GPU or driver.
 #
-# The CPU torch wheel cannot build a CUDAExtension, so a second venv holds the
-# CUDA 13.0 build of torch (torch==2.14.1, pinned: an open range would pull
-# other CUDA packages), and the whole extension (CPU kernels, CUDA kernels,
-# CUDA binding) is built against it into build/cuda-check, leaving the CPU
-# build in the checkout alone. Then the built module is imported from a copy
-# of the package: the import must work without a driver, every CUDA op must
-# have a CUDA kernel registered, the CPU kernels must still run, and asking
-# for a CUDA tensor must fail with a clear error. On a machine with a GPU the
-# same script also runs each op on it and compares with the CPU.
+#     bash .ci/cuda_compile_check.sh [TORCH_VERSION]     (default 2.15.0)
 #
-# Environment: STRUCTINF_CUDA_VENV (default build/venv-cuda), CUDA_HOME
+# The CPU torch wheel cannot build a CUDAExtension, so a second venv holds a
+# CUDA build of torch (torch==TORCH_VERSION from the package index: 2.11.0 is
+# built with CUDA 13.0, the nvcc here; 2.15.0 with CUDA 13.2, which nvcc 13.0
+# builds for with torch's minor-version warning; pinned, since an open range
+# would pull other CUDA packages), and the
+# whole extension (CPU kernels, CUDA kernels, CUDA binding) is built against it
+# into build/cuda-check-TORCH_VERSION, leaving the CPU build in the checkout
+# alone. Then the built module is checked (csrc/linkcheck.py: it uses the
+# shared C++ runtime) and imported from a copy of the package: the import must
+# work without a driver, every CUDA op must have a CUDA kernel registered, the
+# CPU kernels must still run and raise the right one-line errors (numbers
+# included) for bad lengths through this same library, and asking for a CUDA
+# tensor must fail with a clear error. On a machine with a GPU the same script
+# also runs each op on it and compares with the CPU.
+#
+# Environment: STRUCTINF_CUDA_VENV (default build/venv-cuda-TORCH_VERSION),
+# PIP_CACHE_DIR (set by .ci/run to one cache for every venv), CUDA_HOME
 # (default /usr/local/cuda), TORCH_CUDA_ARCH_LIST (default 9.0a: one
 # architecture keeps the check short; setup.py's own default adds PTX).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-VENV=${STRUCTINF_CUDA_VENV:-build/venv-cuda}
-OUT=build/cuda-check
-TORCH_CUDA_PIN="torch==2.14.1"
+TORCH_VERSION=${1:-2.15.0}
+VENV=${STRUCTINF_CUDA_VENV:-build/venv-cuda-$TORCH_VERSION}
+OUT=build/cuda-check-$TORCH_VERSION
+TORCH_CUDA_PIN="torch==$TORCH_VERSION"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-9.0a}
 export STRUCTINF_CUDA=1
@@ -34,16 +43,19 @@ if [[ -z "${CUDA_HOME:-}" || ! -x "$CUDA_HOME/bin/nvcc" ]]; then
   echo "cuda compile check: no CUDA toolkit (set CUDA_HOME to the directory with bin/nvcc)" >&2
   exit 1
 fi
-echo "cuda compile check: $("$CUDA_HOME/bin/nvcc" --version | tail -n 1), arch $TORCH_CUDA_ARCH_LIST"
+echo "cuda compile check: torch $TORCH_VERSION, $("$CUDA_HOME/bin/nvcc" --version | tail -n 1), arch $TORCH_CUDA_ARCH_LIST"
 
 mkdir -p "$OUT"
 start=$SECONDS
-if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != '2.14.1' or torch.version.cuda is None)" 2>/dev/null; then
+if ! "$VENV/bin/python" -c "import torch, sys; sys.exit(torch.__version__.split('+')[0] != sys.argv[1] or torch.version.cuda is None)" "$TORCH_VERSION" 2>/dev/null; then
   rm -rf "$VENV"
   python3 -m venv "$VENV"
 fi
 # Build tools, and what `import structinf` needs besides torch.
-"$VENV/bin/python" -m pip install -q "$TORCH_CUDA_PIN" "setuptools>=64" wheel ninja \
+# No pip configuration: this kind of machine caps torch below the newest
+# release in a global constraint file; the venv takes the pinned version from
+# the package index as it is.
+PIP_CONFIG_FILE=/dev/null "$VENV/bin/python" -m pip install -q "$TORCH_CUDA_PIN" "setuptools>=64" wheel ninja \
   numpy tqdm safetensors > "$OUT/pip.log" 2>&1 \
   || { tail -n 30 "$OUT/pip.log" >&2; echo "cuda compile check: pip install FAILED" >&2; exit 1; }
 echo "cuda compile check: venv ready in $((SECONDS - start)) s"
@@ -52,6 +64,7 @@ start=$SECONDS
 "$VENV/bin/python" setup.py -q build_ext --build-temp "$OUT/temp" --build-lib "$OUT/lib" \
   > "$OUT.log" 2>&1 || { tail -n 60 "$OUT.log" >&2; echo "cuda compile check: build FAILED (log: $OUT.log)" >&2; exit 1; }
 echo "cuda compile check: extension built in $((SECONDS - start)) s"
+python3 csrc/linkcheck.py "$OUT"/lib/structinf/_C*.so
 
 # A copy of the package with the CUDA build's module in place of the checkout's.
 rm -rf "$OUT/pkg"
@@ -62,7 +75,7 @@ cp "$OUT"/lib/structinf/_C*.so "$OUT/pkg/structinf/"
 find "$OUT/pkg" -name __pycache__ -prune -exec rm -rf {} +
 
 # -P: the checkout (the current directory) is not put before PYTHONPATH.
-PYTHONPATH="$OUT/pkg" "$VENV/bin/python" -P - <<'EOF'
+STRUCTINF_CHECK_PKG="$OUT/pkg" PYTHONPATH="$OUT/pkg" "$VENV/bin/python" -P - <<'EOF'
 import os
 import sys
 import traceback
@@ -86,7 +99,7 @@ ARGS = (torch.randn(B, T, L, generator=g, dtype=torch.float64),
 
 def imported_from_the_cuda_build():
     assert ops.HAS_EXTENSION, "structinf._C (CUDA build) did not import"
-    expected = os.path.abspath(os.path.join("build", "cuda-check", "pkg", "structinf"))
+    expected = os.path.abspath(os.path.join(os.environ["STRUCTINF_CHECK_PKG"], "structinf"))
     assert os.path.dirname(os.path.abspath(ops._C.__file__)) == expected, ops._C.__file__
 
 
@@ -108,6 +121,24 @@ def cpu_kernels_run():
     ref_paths, ref_scores = viterbi_ref(*ARGS)
     assert torch.equal(paths, ref_paths) and torch.allclose(scores, ref_scores)
     assert torch.allclose(ops.crf_forward_backward(*ARGS), log_partition_ref(*ARGS))
+
+
+def cpu_error_paths_of_this_library():
+    """The CUDA build's message path, through its CPU ops: one line, numbers and all."""
+    bad = ARGS[:4] + (torch.tensor([5, 0, 1000]),)
+    want = "argument 'lengths' must satisfy 1 <= lengths[b] <= T = 5, got values in [0, 1000]"
+    for call in (lambda: ops.viterbi(*bad), lambda: ops.crf_forward_backward(*bad),
+                 lambda: ops.relaxed_energy(ARGS[0], *bad)):
+        try:
+            call()
+        except ValueError as exc:
+            assert want in str(exc) and "\n" not in str(exc), str(exc)
+        else:
+            raise AssertionError("no ValueError for lengths out of range")
+    assert torch.ops.structinf._cuda_mapping() == "auto"
+    with ops.cuda_mapping("global", 8192):
+        assert torch.ops.structinf._cuda_mapping() == "global"
+    assert torch.ops.structinf._cuda_mapping() == "auto"
 
 
 def cuda_call_without_a_driver_fails_clearly():
@@ -151,7 +182,8 @@ def cuda_ops_match_cpu():
 
 passed = failed = skipped = 0
 for check in (imported_from_the_cuda_build, reports_cuda_built, cuda_and_cpu_kernels_registered,
-              cpu_kernels_run, cuda_call_without_a_driver_fails_clearly, cuda_ops_match_cpu):
+              cpu_kernels_run, cpu_error_paths_of_this_library,
+              cuda_call_without_a_driver_fails_clearly, cuda_ops_match_cpu):
     try:
         note = check()
     except Exception:

@@ -22,7 +22,8 @@ implementation in ``structinf.torch_ops``, with a one-time warning.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple
+import contextlib
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import Tensor
@@ -50,6 +51,8 @@ __all__ = [
     "cuda_built",
     "cpu_isas",
     "set_cpu_isa",
+    "CUDA_MAPPINGS",
+    "cuda_mapping",
 ]
 
 _warned = False
@@ -440,3 +443,43 @@ def set_cpu_isa(name: str) -> None:
             f"structinf.set_cpu_isa: argument 'name' must be 'auto' or one of {cpu_isas()}, "
             f"got {name!r}"
         )
+
+
+# The thread mappings of the CUDA kernels: "auto" picks by L, dtype and the
+# device's shared memory; the others force one (tests and the sanitizer script
+# run them all). "warp": L <= 32, one warp per sequence; "block": one block per
+# sequence with the transitions in shared memory; "global": one block per
+# sequence, the transitions read from global memory (L2).
+CUDA_MAPPINGS = ("auto", "warp", "block", "global")
+
+
+@contextlib.contextmanager
+def cuda_mapping(name: str = "auto", shared_memory_budget: Optional[int] = None) -> Iterator[str]:
+    """Forces the CUDA kernels' thread mapping inside a ``with`` block (process-wide).
+
+    ``name`` is one of :data:`CUDA_MAPPINGS`; ``shared_memory_budget`` (bytes) caps
+    the shared memory a block may plan with, to reach the streaming paths at small
+    sizes. A forced mapping that cannot run a problem (``"warp"`` with L > 32,
+    ``"block"`` where the transitions do not fit in shared memory) raises
+    ValueError from the op; nothing falls back silently. The relaxed energy's
+    backward and k-best Viterbi have one mapping and ignore the choice. CPU ops
+    are unaffected. Not for concurrent use from several threads.
+    """
+    if name not in CUDA_MAPPINGS:
+        raise ValueError(f"structinf.cuda_mapping: argument 'name' must be one of "
+                         f"{', '.join(CUDA_MAPPINGS)}; got {name!r}")
+    if shared_memory_budget is not None and (not isinstance(shared_memory_budget, int)
+                                             or shared_memory_budget < 0):
+        raise ValueError("structinf.cuda_mapping: argument 'shared_memory_budget' must be a "
+                         f"byte count >= 0, got {shared_memory_budget!r}")
+    if not HAS_EXTENSION:
+        raise RuntimeError(f"structinf.cuda_mapping needs the compiled extension ({_IMPORT_ERROR})")
+    before = _ops._set_cuda_mapping(name)
+    budget_before = (None if shared_memory_budget is None
+                     else _ops._set_cuda_shared_memory_budget(shared_memory_budget))
+    try:
+        yield name
+    finally:
+        _ops._set_cuda_mapping(before)
+        if budget_before is not None:
+            _ops._set_cuda_shared_memory_budget(budget_before)

@@ -13,7 +13,10 @@
 #include <array>
 #include <optional>
 #include <string>
+#include <memory>
 #include <tuple>
+#include <type_traits>
+#include <utility>
 
 namespace structinf {
 namespace {
@@ -49,9 +52,22 @@ const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
 // them (backward(), or autograd.grad with respect to those inputs, even with
 // allow_unused) is then an error, never a silent zero or None. Like
 // once_differentiable, but connected to the real inputs.
+// How this torch holds autograd nodes: c10::intrusive_ptr from torch 2.13,
+// std::shared_ptr before. Read off Tensor::grad_fn() rather than a version
+// number, so both build without a guard to keep up to date.
+using NodeHolder = std::decay_t<decltype(std::declval<const at::Tensor&>().grad_fn())>;
+
+template <typename N, typename... Args>
+auto make_node(Args&&... args) {
+  if constexpr (std::is_same_v<NodeHolder, std::shared_ptr<torch::autograd::Node>>)
+    return std::make_shared<N>(std::forward<Args>(args)...);
+  else
+    return c10::make_intrusive<N>(std::forward<Args>(args)...);
+}
+
 variable_list raise_on_backward(const char* msg, variable_list outs,
                                 const variable_list& inputs) {
-  auto err = c10::make_intrusive<torch::autograd::Error>(
+  auto err = make_node<torch::autograd::Error>(
       msg, torch::autograd::collect_next_edges(at::ArrayRef<at::Tensor>(inputs)));
   for (const at::Tensor& t : outs)
     if (t.defined()) torch::autograd::set_history(t, err);

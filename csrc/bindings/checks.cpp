@@ -2,18 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <sstream>
+#include <cstdio>
 
 namespace structinf {
 namespace {
-
-std::string shape_str(at::IntArrayRef sizes) {
-  std::ostringstream os;
-  os << "(";
-  for (size_t i = 0; i < sizes.size(); ++i) os << (i ? ", " : "") << sizes[i];
-  os << (sizes.size() == 1 ? ",)" : ")");
-  return os.str();
-}
 
 bool supported_float(const at::Tensor& t) {
   const auto st = t.scalar_type();
@@ -28,6 +20,20 @@ void check_device(const char* op, const char* name, const at::Tensor& t, const a
 }
 
 }  // namespace
+
+std::string num(int64_t v) { return std::to_string(v); }
+
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.9g", v);
+  return buf;
+}
+
+std::string shape_str(at::IntArrayRef sizes) {
+  std::string s = "(";
+  for (size_t i = 0; i < sizes.size(); ++i) s += (i ? ", " : "") + num(sizes[i]);
+  return s + (sizes.size() == 1 ? ",)" : ")");
+}
 
 void check_like(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef sizes,
                 const at::Tensor& like) {
@@ -66,7 +72,7 @@ CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
 
   TORCH_CHECK_VALUE(lengths.defined(), "structinf.", op, ": argument 'lengths' is undefined");
   TORCH_CHECK_VALUE(lengths.dim() == 1 && lengths.size(0) == c.B, "structinf.", op,
-                    ": argument 'lengths' must have shape (B,) = (", c.B, ",), got ",
+                    ": argument 'lengths' must have shape (B,) = (", num(c.B), ",), got ",
                     shape_str(lengths.sizes()));
   TORCH_CHECK_TYPE(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false), "structinf.",
                    op, ": argument 'lengths' must be an integer tensor (int64), got ",
@@ -75,7 +81,7 @@ CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
   if (allowed.has_value()) {
     const at::Tensor& a = *allowed;
     TORCH_CHECK_VALUE(a.sizes() == at::IntArrayRef({c.L, c.L}), "structinf.", op,
-                      ": argument 'allowed' must have shape (L, L) = (", c.L, ", ", c.L,
+                      ": argument 'allowed' must have shape (L, L) = (", num(c.L), ", ", num(c.L),
                       "), got ", shape_str(a.sizes()));
     TORCH_CHECK_TYPE(a.scalar_type() == at::kBool, "structinf.", op,
                      ": argument 'allowed' must be a bool tensor, got ", a.scalar_type());
@@ -110,8 +116,8 @@ void check_lengths_range(const char* op, const at::Tensor& lengths, int64_t T) {
     hi = std::get<1>(mm).item<int64_t>();
   }
   TORCH_CHECK_VALUE(lo >= 1 && hi <= T, "structinf.", op,
-                    ": argument 'lengths' must satisfy 1 <= lengths[b] <= T = ", T,
-                    ", got values in [", lo, ", ", hi, "]");
+                    ": argument 'lengths' must satisfy 1 <= lengths[b] <= T = ", num(T),
+                    ", got values in [", num(lo), ", ", num(hi), "]");
 }
 
 void check_relaxed_args(const char* op, const CheckedEnergy& c, const at::Tensor& logits,
@@ -120,15 +126,15 @@ void check_relaxed_args(const char* op, const CheckedEnergy& c, const at::Tensor
   check_like(op, "logits", logits, {c.B, c.T, c.L}, c.emissions);
   check_like(op, "velocity", velocity, {c.B, c.T, c.L}, c.emissions);
   TORCH_CHECK_VALUE(lr.dim() == 1 && lr.size(0) == c.B, "structinf.", op,
-                    ": argument 'lr' must have shape (B,) = (", c.B, ",), got ", lr.sizes());
+                    ": argument 'lr' must have shape (B,) = (", num(c.B), ",), got ", shape_str(lr.sizes()));
   TORCH_CHECK_TYPE(at::isFloatingType(lr.scalar_type()), "structinf.", op,
                    ": argument 'lr' must be a floating tensor, got ", lr.scalar_type());
   TORCH_CHECK_VALUE(lr.device() == c.emissions.device(), "structinf.", op,
                     ": argument 'lr' is on ", lr.device(), " but emissions is on ",
                     c.emissions.device());
   TORCH_CHECK_VALUE(std::isfinite(momentum), "structinf.", op,
-                    ": argument 'momentum' must be finite, got ", momentum);
-  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", steps);
+                    ": argument 'momentum' must be finite, got ", num(momentum));
+  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", num(steps));
   TORCH_CHECK_VALUE(!logits.is_same(velocity) && !logits.is_alias_of(velocity), "structinf.", op,
                     ": arguments 'logits' and 'velocity' must not share memory");
 }
@@ -189,7 +195,7 @@ void raise_status(const char* op, Status status) {
       TORCH_CHECK_VALUE(false, "structinf.", op,
                         ": argument 'probs' must be finite at non-padding positions");
   }
-  TORCH_CHECK(false, "structinf.", op, ": unknown kernel status ", static_cast<int>(status));
+  TORCH_CHECK(false, "structinf.", op, ": unknown kernel status ", num(static_cast<int64_t>(status)));
 }
 
 }  // namespace structinf

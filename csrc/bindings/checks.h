@@ -19,6 +19,16 @@ enum class LengthsValues {
                   // binding does, in its one device-side validation pass)
 };
 
+// Numbers and shapes in error messages. Formatted with the C library, not
+// with a stream's num_put facet: a message never depends on the global C++
+// locale (one with digit grouping would print T = 1,000), and the one message
+// path that formats numbers does not go through libstdc++'s locale machinery.
+std::string num(int64_t v);
+inline std::string num(int v) { return num(static_cast<int64_t>(v)); }
+inline std::string num(unsigned v) { return num(static_cast<int64_t>(v)); }
+std::string num(double v);
+std::string shape_str(at::IntArrayRef sizes);
+
 // The energy tuple of one call, made contiguous and validated.
 struct CheckedEnergy {
   at::Tensor emissions, transitions, start, end, lengths;

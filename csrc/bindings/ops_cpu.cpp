@@ -30,7 +30,7 @@ std::tuple<at::Tensor, at::Tensor> viterbi_cpu(const at::Tensor& emissions,
                                                const std::optional<at::Tensor>& allowed) {
   const CheckedEnergy c =
       check_energy("viterbi", emissions, transitions, start, end, lengths, allowed);
-  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", k);
+  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", num(k));
   at::Tensor paths = at::empty({c.B, k, c.T}, emissions.options().dtype(at::kLong));
   at::Tensor scores = at::empty({c.B, k}, emissions.options());
   AT_DISPATCH_FLOATING_TYPES(emissions.scalar_type(), "structinf_viterbi", [&] {
@@ -107,14 +107,14 @@ at::Tensor relaxed_energy_step_cpu(at::Tensor& logits, at::Tensor& velocity,
   check_like(op, "logits", logits, {c.B, c.T, c.L}, emissions);
   check_like(op, "velocity", velocity, {c.B, c.T, c.L}, emissions);
   TORCH_CHECK_VALUE(lr.dim() == 1 && lr.size(0) == c.B, "structinf.", op,
-                    ": argument 'lr' must have shape (B,) = (", c.B, ",), got ", lr.sizes());
+                    ": argument 'lr' must have shape (B,) = (", num(c.B), ",), got ", shape_str(lr.sizes()));
   TORCH_CHECK_TYPE(at::isFloatingType(lr.scalar_type()), "structinf.", op,
                    ": argument 'lr' must be a floating tensor, got ", lr.scalar_type());
   TORCH_CHECK_VALUE(lr.device() == emissions.device(), "structinf.", op, ": argument 'lr' is on ",
                     lr.device(), " but emissions is on ", emissions.device());
   TORCH_CHECK_VALUE(std::isfinite(momentum), "structinf.", op,
                     ": argument 'momentum' must be finite, got ", momentum);
-  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", steps);
+  TORCH_CHECK_VALUE(steps >= 1, "structinf.", op, ": argument 'steps' must be >= 1, got ", num(steps));
   TORCH_CHECK_VALUE(!logits.is_same(velocity) && !logits.is_alias_of(velocity), "structinf.", op,
                     ": arguments 'logits' and 'velocity' must not share memory");
   // Work on contiguous tensors; copy back only if the caller's were not.
@@ -189,7 +189,7 @@ relaxed_energy_backward_cpu(const at::Tensor& grad_energy, const at::Tensor& p,
                             std::array<bool, 5> output_mask) {
   const char* op = "relaxed_energy_backward";
   TORCH_CHECK_VALUE(p.defined() && p.dim() == 3, "structinf.", op,
-                    ": argument 'p' must be 3-D (B, T, L), got shape ", p.sizes());
+                    ": argument 'p' must be 3-D (B, T, L), got shape ", shape_str(p.sizes()));
   TORCH_CHECK_TYPE(p.scalar_type() == at::kFloat || p.scalar_type() == at::kDouble,
                    "structinf.", op, ": argument 'p' must be float32 or float64 on the CPU, got ",
                    p.scalar_type());
@@ -197,7 +197,7 @@ relaxed_energy_backward_cpu(const at::Tensor& grad_energy, const at::Tensor& p,
   check_like(op, "input_grad", input_grad, {B, T, L}, p);
   check_like(op, "grad_energy", grad_energy, {B}, p);
   TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
-                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", B,
+                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", num(B),
                     ",), got ", lengths.sizes());
   TORCH_CHECK_TYPE(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false),
                    "structinf.", op, ": argument 'lengths' must be an integer tensor, got ",

@@ -45,11 +45,13 @@
 
 #include <array>
 #include <initializer_list>
+#include <string>
 #include <tuple>
 
 #include "../kernels/cuda/api.h"
 #include "checks.h"
 #include "checks_cuda.h"
+#include "cuda_mapping.h"
 
 namespace structinf {
 namespace {
@@ -67,8 +69,8 @@ void check_cuda(const char* op, const CheckedEnergy& c) {
   TORCH_CHECK_VALUE(c.emissions.is_cuda(), "structinf.", op,
                     ": argument 'emissions' must be a CUDA tensor here, got one on ",
                     c.emissions.device());
-  TORCH_CHECK_VALUE(c.L <= kMaxLabels, "structinf.", op, ": argument 'emissions' has L = ", c.L,
-                    " labels; the CUDA kernels support at most ", kMaxLabels);
+  TORCH_CHECK_VALUE(c.L <= kMaxLabels, "structinf.", op, ": argument 'emissions' has L = ", num(c.L),
+                    " labels; the CUDA kernels support at most ", num(kMaxLabels));
 }
 
 // The kernels' dtype for inputs of dtype `st` (half types run in float32).
@@ -133,7 +135,7 @@ void raise_flags(const char* op, unsigned flags, const CheckedEnergy& c,
   if (flags & cuda_checks::kLengths) check_lengths_range(op, c.lengths, c.T);
   for (const FlagStatus& fs : order)
     if (flags & fs.flag) raise_status(op, fs.status);
-  TORCH_CHECK(false, "structinf.", op, ": input check failed (flags ", flags, ")");
+  TORCH_CHECK(false, "structinf.", op, ": input check failed (flags ", num(flags), ")");
 }
 
 // Turns a launcher's status into an exception, then catches any launch error
@@ -143,9 +145,15 @@ void raise_launch(const char* op, Status status, const CheckedEnergy& c) {
     const cudaError_t err = cudaGetLastError();
     TORCH_CHECK(false, "structinf.", op, ": CUDA kernel launch failed: ", cudaGetErrorString(err));
   }
+  static constexpr const char* kMappingNames[] = {"auto", "warp", "block", "global"};
+  const int forced = forced_cuda_mapping();
   TORCH_CHECK_VALUE(status != Status::kCudaUnsupported, "structinf.", op,
                     ": the CUDA kernels cannot run this problem (argument 'emissions' has shape (",
-                    c.B, ", ", c.T, ", ", c.L, "))");
+                    num(c.B), ", ", num(c.T), ", ", num(c.L), ")",
+                    forced == 0 ? std::string()
+                                : std::string(" with the thread mapping forced to '") +
+                                      kMappingNames[forced & 3] + "' by structinf.ops.cuda_mapping",
+                    ")");
   raise_status(op, status);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -159,6 +167,9 @@ Tensor workspace(size_t bytes, const Tensor& like) {
 
 void* data_or_null(const Tensor& t) { return t.numel() > 0 ? t.data_ptr() : nullptr; }
 
+// The mapping structinf.ops.cuda_mapping() asks for (auto unless a test forces one).
+cuda::Variant mapping() { return static_cast<cuda::Variant>(forced_cuda_mapping()); }
+
 std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& transitions,
                                         const Tensor& start, const Tensor& end,
                                         const Tensor& lengths, int64_t k,
@@ -167,7 +178,7 @@ std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& t
   const CheckedEnergy c = check_energy(op, emissions, transitions, start, end, lengths, allowed,
                                        LengthsValues::kCallerChecks);
   check_cuda(op, c);
-  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", k);
+  TORCH_CHECK_VALUE(k >= 1, "structinf.viterbi: argument 'k' must be >= 1, got ", num(k));
   const c10::cuda::CUDAGuard guard(emissions.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::ScalarType ct = compute_type(emissions.scalar_type());
@@ -189,7 +200,7 @@ std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& t
       p.paths = paths.data_ptr<int64_t>();
       p.scores = scores.data_ptr<scalar_t>();
       const Tensor ws = workspace(cuda::viterbi_workspace_bytes(p), emissions);
-      raise_launch(op, cuda::launch_viterbi(p, data_or_null(ws), stream), c);
+      raise_launch(op, cuda::launch_viterbi(p, data_or_null(ws), stream, mapping()), c);
     });
   }
   return {paths, scores.to(emissions.scalar_type())};
@@ -225,7 +236,7 @@ std::tuple<Tensor, Tensor, Tensor> crf_forward_backward_cuda(
       p.log_alpha = log_alpha.data_ptr<scalar_t>();
       p.log_alpha_shift = log_alpha_shift.data_ptr<scalar_t>();
       const Tensor ws = workspace(cuda::crf_forward_workspace_bytes(p), emissions);
-      raise_launch(op, cuda::launch_crf_forward(p, data_or_null(ws), stream), c);
+      raise_launch(op, cuda::launch_crf_forward(p, data_or_null(ws), stream, mapping()), c);
     });
   }
   const at::ScalarType out = emissions.scalar_type();
@@ -284,7 +295,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
     p.grad_start = grad_start.data_ptr<scalar_t>();
     p.grad_end = grad_end.data_ptr<scalar_t>();
     const Tensor ws = workspace(cuda::crf_backward_workspace_bytes(p), emissions);
-    raise_launch(op, cuda::launch_crf_backward(p, data_or_null(ws), stream), c);
+    raise_launch(op, cuda::launch_crf_backward(p, data_or_null(ws), stream, mapping()), c);
   });
   return {grad_emissions.to(out), grad_transitions.to(out), grad_start.to(out), grad_end.to(out)};
 }
@@ -331,7 +342,7 @@ Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& 
     p.energy_out = energy.data_ptr<scalar_t>();
     {
       const Tensor ws = workspace(cuda::relaxed_energy_step_workspace_bytes(p), emissions);
-      raise_launch(op, cuda::launch_relaxed_energy_step(p, data_or_null(ws), stream), c);
+      raise_launch(op, cuda::launch_relaxed_energy_step(p, data_or_null(ws), stream, mapping()), c);
     }
     if (!z.is_same(logits)) logits.copy_(z);
     if (!v.is_same(velocity)) velocity.copy_(v);
@@ -393,7 +404,7 @@ std::tuple<Tensor, Tensor, Tensor> relaxed_energy_run_cuda(
         p.input_grad = input_grad.data_ptr<scalar_t>();
       }
       const Tensor ws = workspace(cuda::relaxed_energy_forward_workspace_bytes(p), emissions);
-      raise_launch(op, cuda::launch_relaxed_energy_forward(p, data_or_null(ws), stream), c);
+      raise_launch(op, cuda::launch_relaxed_energy_forward(p, data_or_null(ws), stream, mapping()), c);
     });
   }
   if (!with_grad) return {energy.to(out), p_out, input_grad};
@@ -418,7 +429,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
     std::array<bool, 5> output_mask) {
   const char* op = "relaxed_energy_backward";
   TORCH_CHECK_VALUE(p.defined() && p.dim() == 3, "structinf.", op,
-                    ": argument 'p' must be 3-D (B, T, L), got shape ", p.sizes());
+                    ": argument 'p' must be 3-D (B, T, L), got shape ", shape_str(p.sizes()));
   const at::ScalarType st = p.scalar_type();
   TORCH_CHECK_TYPE(st == at::kFloat || st == at::kDouble || st == at::kHalf || st == at::kBFloat16,
                    "structinf.", op,
@@ -430,15 +441,15 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
   check_like(op, "input_grad", input_grad, {B, T, L}, p);
   check_like(op, "grad_energy", grad_energy, {B}, p);
   TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
-                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", B,
+                    "structinf.", op, ": argument 'lengths' must have shape (B,) = (", num(B),
                     ",), got ", lengths.sizes());
   TORCH_CHECK_TYPE(at::isIntegralType(lengths.scalar_type(), /*includeBool=*/false),
                    "structinf.", op, ": argument 'lengths' must be an integer tensor, got ",
                    lengths.scalar_type());
   TORCH_CHECK_VALUE(lengths.device() == p.device(), "structinf.", op,
                     ": argument 'lengths' is on ", lengths.device(), " but p is on ", p.device());
-  TORCH_CHECK_VALUE(L <= kMaxLabels, "structinf.", op, ": argument 'p' has L = ", L,
-                    " labels; the CUDA kernels support at most ", kMaxLabels);
+  TORCH_CHECK_VALUE(L <= kMaxLabels, "structinf.", op, ": argument 'p' has L = ", num(L),
+                    " labels; the CUDA kernels support at most ", num(kMaxLabels));
   const c10::cuda::CUDAGuard guard(p.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::ScalarType ct = compute_type(st);
@@ -467,7 +478,7 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
       chk.lengths = lens.data_ptr<int64_t>();
       const unsigned flags = run_checks(chk, p, stream);
       if (flags & cuda_checks::kLengths) check_lengths_range(op, lens, T);
-      TORCH_CHECK(flags == 0, "structinf.", op, ": input check failed (flags ", flags, ")");
+      TORCH_CHECK(flags == 0, "structinf.", op, ": input check failed (flags ", num(flags), ")");
       RelaxedEnergyBackwardParams<scalar_t> r;
       r.B = B;
       r.T = T;
