@@ -176,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="-", help="output file (default: stdout)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default="cpu",
+                   help="torch device for the model and its decoding, e.g. cuda (default: cpu)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
 
     commands.add_reproduce_arguments(sub.add_parser(
@@ -455,7 +457,7 @@ def cmd_tag(args) -> int:
     from .evaluate import predict
 
     main = distributed.is_main()
-    model, extra = _load_for("tag", args.checkpoint, energy=False)
+    model, extra = _load_for("tag", args.checkpoint, args.device, energy=False)
     words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])
     labels = LabelSet.from_dict(extra["labels"])
     sentences: Optional[List[List[str]]] = None
@@ -470,7 +472,7 @@ def cmd_tag(args) -> int:
         return 0
     encoded = encode_sentences([Sentence(tokens) for tokens in sentences],
                                words, None, chars, MAX_WORD_LEN)
-    pred = predict(model.decode, encoded, args.batch_size, shard=True)
+    pred = predict(model.decode, encoded, args.batch_size, args.device, shard=True)
     if not main:
         return 0
     lines = []
