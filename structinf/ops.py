@@ -102,7 +102,10 @@ if HAS_EXTENSION:
         _check_devices("crf_forward_backward", emissions, transitions=transitions, start=start,
                        end=end, lengths=lengths, allowed=allowed)
         B, T, L = emissions.shape
-        return emissions.new_empty((B,)), emissions.new_empty((B, T, L)), emissions.new_empty((B, T))
+        # log_alpha and its shift (the backward's state) are float32 for half inputs.
+        state = torch.float32 if emissions.dtype in (torch.float16, torch.bfloat16) else None
+        return (emissions.new_empty((B,)), emissions.new_empty((B, T, L), dtype=state),
+                emissions.new_empty((B, T), dtype=state))
 
     @torch.library.register_fake("structinf::crf_forward_backward_backward")
     def _crf_backward_fake(

@@ -13,9 +13,10 @@ bool supported_float(const at::Tensor& t) {
   return t.is_cuda() && (st == at::kHalf || st == at::kBFloat16);
 }
 
-void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like) {
+void check_device(const char* op, const char* name, const at::Tensor& t, const at::Tensor& like,
+                  const char* like_name = "emissions") {
   TORCH_CHECK_VALUE(t.device() == like.device(), "structinf.", op, ": argument '", name,
-                    "' is on ", t.device(), " but emissions is on ", like.device(),
+                    "' is on ", t.device(), " but ", like_name, " is on ", like.device(),
                     "; move every tensor to one device");
 }
 
@@ -36,14 +37,14 @@ std::string shape_str(at::IntArrayRef sizes) {
 }
 
 void check_like(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef sizes,
-                const at::Tensor& like) {
+                const at::Tensor& like, const char* like_name) {
   TORCH_CHECK_VALUE(t.defined(), "structinf.", op, ": argument '", name, "' is undefined");
   TORCH_CHECK_VALUE(t.sizes() == sizes, "structinf.", op, ": argument '", name,
                     "' must have shape ", shape_str(sizes), ", got ", shape_str(t.sizes()));
   TORCH_CHECK_TYPE(t.scalar_type() == like.scalar_type(), "structinf.", op, ": argument '", name,
-                   "' must have the dtype of emissions (", like.scalar_type(), "), got ",
+                   "' must have the dtype of ", like_name, " (", like.scalar_type(), "), got ",
                    t.scalar_type());
-  check_device(op, name, t, like);
+  check_device(op, name, t, like, like_name);
 }
 
 CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,

@@ -60,8 +60,9 @@ void check_relaxed_args(const char* op, const CheckedEnergy& c, const at::Tensor
                         int64_t steps);
 
 // Checks that `t` has exactly `sizes`, the dtype and the device of `like`.
+// `like_name` names `like` in the message (emissions unless said).
 void check_like(const char* op, const char* name, const at::Tensor& t, at::IntArrayRef sizes,
-                const at::Tensor& like);
+                const at::Tensor& like, const char* like_name = "emissions");
 
 // Turns a kernel status into an exception naming the argument.
 void raise_status(const char* op, Status status);

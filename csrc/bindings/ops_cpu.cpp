@@ -194,8 +194,8 @@ relaxed_energy_backward_cpu(const at::Tensor& grad_energy, const at::Tensor& p,
                    "structinf.", op, ": argument 'p' must be float32 or float64 on the CPU, got ",
                    p.scalar_type());
   const int64_t B = p.size(0), T = p.size(1), L = p.size(2);
-  check_like(op, "input_grad", input_grad, {B, T, L}, p);
-  check_like(op, "grad_energy", grad_energy, {B}, p);
+  check_like(op, "input_grad", input_grad, {B, T, L}, p, "p");
+  check_like(op, "grad_energy", grad_energy, {B}, p, "p");
   TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
                     "structinf.", op, ": argument 'lengths' must have shape (B,) = (", num(B),
                     ",), got ", lengths.sizes());

@@ -239,8 +239,10 @@ std::tuple<Tensor, Tensor, Tensor> crf_forward_backward_cuda(
       raise_launch(op, cuda::launch_crf_forward(p, data_or_null(ws), stream, mapping()), c);
     });
   }
-  const at::ScalarType out = emissions.scalar_type();
-  return {log_z.to(out), log_alpha.to(out), log_alpha_shift.to(out)};
+  // log_alpha and its shift stay in the compute type (float32 for half inputs):
+  // they are the backward's saved state, log-space values that half precision
+  // would round by whole units (bfloat16 keeps 8 bits), wrecking the marginals.
+  return {log_z.to(emissions.scalar_type()), log_alpha, log_alpha_shift};
 }
 
 std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
@@ -254,8 +256,12 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
   check_cuda(op, c);
   check_like(op, "grad_log_z", grad_log_z, {c.B}, emissions);
   check_like(op, "log_z", log_z, {c.B}, emissions);
-  check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, emissions);
-  check_like(op, "log_alpha_shift", log_alpha_shift, {c.B, c.T}, emissions);
+  // The forward's saved state comes in the compute type (float32 for half inputs).
+  const Tensor like_state = c.emissions.scalar_type() == compute_type(c.emissions.scalar_type())
+                                ? c.emissions
+                                : at::empty({0}, c.emissions.options().dtype(at::kFloat));
+  check_like(op, "log_alpha", log_alpha, {c.B, c.T, c.L}, like_state);
+  check_like(op, "log_alpha_shift", log_alpha_shift, {c.B, c.T}, like_state);
   const c10::cuda::CUDAGuard guard(emissions.device());
   if (c.B == 0) {
     // As on the CPU: no sequences, zero parameter gradients.
@@ -276,14 +282,14 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
   Tensor grad_start = at::empty({c.L}, opts);
   Tensor grad_end = at::empty({c.L}, opts);
   AT_DISPATCH_FLOATING_TYPES(ct, "structinf_crf_backward_cuda", [&] {
+    // As on the CPU, a NaN incoming gradient is not an input error: it
+    // propagates into NaN gradients, as anywhere in autograd.
     CheckParams<scalar_t> chk =
         energy_checks<scalar_t>(e, Bad::kNotChecked, Bad::kNanOrPosInf);
-    chk.grad_log_z = g.data_ptr<scalar_t>();
     raise_flags(op, run_checks(chk, emissions, stream), c,
                 {{cuda_checks::kTransitions, Status::kNanTransitions},
                  {cuda_checks::kStart, Status::kNanStart},
-                 {cuda_checks::kEnd, Status::kNanEnd},
-                 {cuda_checks::kGradLogZ, Status::kNanGradLogZ}});
+                 {cuda_checks::kEnd, Status::kNanEnd}});
     CrfBackwardParams<scalar_t> p;
     p.energy = energy_view<scalar_t>(e);
     p.grad_log_z = g.data_ptr<scalar_t>();
@@ -438,8 +444,8 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
   TORCH_CHECK_VALUE(p.is_cuda(), "structinf.", op,
                     ": argument 'p' must be a CUDA tensor here, got one on ", p.device());
   const int64_t B = p.size(0), T = p.size(1), L = p.size(2);
-  check_like(op, "input_grad", input_grad, {B, T, L}, p);
-  check_like(op, "grad_energy", grad_energy, {B}, p);
+  check_like(op, "input_grad", input_grad, {B, T, L}, p, "p");
+  check_like(op, "grad_energy", grad_energy, {B}, p, "p");
   TORCH_CHECK_VALUE(lengths.defined() && lengths.dim() == 1 && lengths.size(0) == B,
                     "structinf.", op, ": argument 'lengths' must have shape (B,) = (", num(B),
                     ",), got ", lengths.sizes());

@@ -16,7 +16,7 @@
 // NaN checks: the CPU kernels return kNan* / kNonFinite* statuses, but on the
 // GPU a status that depends on the data needs a host synchronisation, so these
 // kernels do not look for NaN at all. The binding checks its inputs (emissions,
-// transitions, start, end, logits, velocity, lr, grad_log_z, the relaxed
+// transitions, start, end, logits, velocity, lr, the relaxed
 // energy's logits or probabilities) before launching, with the CPU kernels'
 // rules, and raises with the status the CPU kernel would have returned.
 // The one data-dependent rule kept on the device: relaxed_energy_step stops a
