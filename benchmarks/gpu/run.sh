@@ -256,7 +256,7 @@ cli() {
 export -f cli
 RESERVE_S=100
 NOTE="train-crf, evaluate (viterbi, gd), tag, train-infnet, bench with --device cuda" \
-  step cli 120 "$LOGS/cli.log" bash -c cli
+  step cli 150 "$LOGS/cli.log" bash -c cli
 
 # ----------------------------------------------------------------- benchmarks
 RESERVE_S=5
