@@ -45,6 +45,7 @@
 
 #include <array>
 #include <initializer_list>
+#include <limits>
 #include <string>
 #include <tuple>
 
@@ -318,7 +319,11 @@ Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& 
   const c10::cuda::CUDAGuard guard(emissions.device());
   const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const at::ScalarType ct = compute_type(emissions.scalar_type());
-  Tensor energy = at::empty({steps, c.B}, emissions.options().dtype(ct));
+  // NaN where the kernel writes nothing: the rows after a step whose energy was
+  // not finite (the kernel stops that sequence there), so the check below never
+  // reads memory nothing wrote (compute-sanitizer's initcheck found it did).
+  Tensor energy = at::full({steps, c.B}, std::numeric_limits<double>::quiet_NaN(),
+                           emissions.options().dtype(ct));
   if (c.B == 0) return energy.to(emissions.scalar_type());
   const CheckedEnergy e = in_compute_type(c, ct);
   // Work on contiguous tensors of the compute dtype; copy back only if the
