@@ -193,7 +193,8 @@ if (( BUILD_RC != 0 )); then
   finish
   exit 1
 fi
-grep -E "(^| )(c\+\+|g\+\+|x86_64-linux-gnu-g\+\+)[^ ]* .*-shared" "$LOGS/build.log" | tail -n 1 | cut -c1-3000 > "$LOGS/link-line.txt"
+grep -E -- " -shared .* -o [^ ]*_C[.a-z0-9_-]*\.so" "$LOGS/build.log" | tail -n 1 | cut -c1-4000 > "$LOGS/link-line.txt"
+RESERVE_S=0
 NOTE="csrc/linkcheck.py structinf/_C*.so" step linkcheck 20 "$LOGS/linkcheck.log" \
   "$PY" csrc/linkcheck.py structinf/_C*.so
 { echo "--- link line"; cat "$LOGS/link-line.txt"; echo "--- linkcheck"; cat "$LOGS/linkcheck.log"; } >> "$OUTDIR/env.txt"
