@@ -18,6 +18,18 @@ TOL = {
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
+def import_extra(module: str, extra: str):
+    """``module`` from an optional extra of pyproject.toml, or a skip saying which
+    extra to install. CI installs every extra and sets STRUCTINF_REQUIRE_EXTRAS=1:
+    there a missing module fails the test instead of skipping it."""
+    if os.environ.get("STRUCTINF_REQUIRE_EXTRAS") == "1":
+        import importlib
+
+        return importlib.import_module(module)
+    return pytest.importorskip(module, reason=f"needs the {extra} extra: "
+                                              f'pip install -e ".[{extra}]"')
+
+
 def pytest_sessionstart(session):
     # Tests exercise the compiled kernels: a broken build must never pass as
     # the pure-PyTorch fallback.

