@@ -67,6 +67,7 @@ CUDA_SOURCES = [
     "csrc/kernels/cuda/kernels_f64.cu",
     "csrc/bindings/checks_cuda.cu",
     "csrc/bindings/ops_cuda.cpp",
+    "csrc/bindings/validation_cuda.cpp",
 ]
 
 # Hopper machine code (sm_90a also allows wgmma / setmaxnreg) and compute_90

@@ -53,6 +53,10 @@ __all__ = [
     "set_cpu_isa",
     "CUDA_MAPPINGS",
     "cuda_mapping",
+    "VALIDATION_MODES",
+    "validation",
+    "set_validation",
+    "check",
 ]
 
 _warned = False
@@ -486,3 +490,68 @@ def cuda_mapping(name: str = "auto", shared_memory_budget: Optional[int] = None)
         _ops._set_cuda_mapping(before)
         if budget_before is not None:
             _ops._set_cuda_shared_memory_budget(budget_before)
+
+
+# How the CUDA ops validate their inputs (lengths in [1, T], no NaN where it
+# would corrupt a result). Every CUDA call runs one check pass on the device
+# before its kernels; the modes differ in how a bad input reaches you:
+#
+# - "sync" (the default in eager code): the pass's verdict is read back, one
+#   host synchronisation per call, and a bad input raises ValueError at the
+#   call, naming the argument, before any kernel runs.
+# - "device": no host synchronisation. The kernels read lengths clamped to
+#   [1, T], so no out-of-range memory is ever read or written; a call with bad
+#   input still runs (what it returns for the bad sequences means nothing) and
+#   is recorded on the device. ``structinf.ops.check()`` (one synchronisation)
+#   raises the same ValueError for the first such call since the last check,
+#   naming its op and argument. Chosen automatically while the current stream is
+#   being captured into a CUDA graph (torch.cuda.graph, torch.compile's
+#   "reduce-overhead"), so capture never synchronises; check after replaying.
+#
+# The CPU ops always raise at the call (they need no synchronisation).
+VALIDATION_MODES = ("sync", "device")
+
+
+def set_validation(mode: str) -> str:
+    """Sets how CUDA ops validate their inputs (process-wide); returns the previous mode."""
+    if mode not in VALIDATION_MODES:
+        raise ValueError(f"structinf.set_validation: argument 'mode' must be one of "
+                         f"{', '.join(VALIDATION_MODES)}; got {mode!r}")
+    if not HAS_EXTENSION:
+        raise RuntimeError(f"structinf.set_validation needs the compiled extension ({_IMPORT_ERROR})")
+    return _ops._set_validation(mode)
+
+
+@contextlib.contextmanager
+def validation(mode: str) -> Iterator[str]:
+    """``with structinf.ops.validation("device"):`` CUDA calls inside validate without a
+    host synchronisation; call :func:`check` to learn whether any had bad input."""
+    before = set_validation(mode)
+    try:
+        yield mode
+    finally:
+        _ops._set_validation(before)
+
+
+def check(device=None) -> None:
+    """Raises ValueError for the first CUDA call since the last check whose input was
+    bad and which ran in "device" validation mode (or inside a CUDA graph), naming its
+    op and argument; clears the record. One host synchronisation per device; nothing
+    to do on the CPU or without CUDA. ``device``: a CUDA device (default: every CUDA
+    device this process has used)."""
+    if not HAS_EXTENSION or not torch.cuda.is_available() or not cuda_built():
+        return
+    if device is None:
+        indices = range(torch.cuda.device_count())
+    else:
+        d = torch.device(device)
+        if d.type != "cuda":
+            return
+        indices = [d.index if d.index is not None else torch.cuda.current_device()]
+    for index in indices:
+        _ops._cuda_check(index)
+
+
+def _cuda_host_syncs() -> int:
+    """Host synchronisations the CUDA binding made for validation (tests count them)."""
+    return int(_ops._cuda_host_syncs()) if HAS_EXTENSION else 0

@@ -116,7 +116,11 @@ void check_lengths_range(const char* op, const at::Tensor& lengths, int64_t T) {
     lo = std::get<0>(mm).item<int64_t>();
     hi = std::get<1>(mm).item<int64_t>();
   }
-  TORCH_CHECK_VALUE(lo >= 1 && hi <= T, "structinf.", op,
+  if (lo < 1 || hi > T) raise_lengths(op, T, lo, hi);
+}
+
+void raise_lengths(const char* op, int64_t T, int64_t lo, int64_t hi) {
+  TORCH_CHECK_VALUE(false, "structinf.", op,
                     ": argument 'lengths' must satisfy 1 <= lengths[b] <= T = ", num(T),
                     ", got values in [", num(lo), ", ", num(hi), "]");
 }

@@ -52,6 +52,9 @@ CheckedEnergy check_energy(const char* op, const at::Tensor& emissions,
 // (B,) int64 contiguous on any device (read back to the host if not the CPU).
 void check_lengths_range(const char* op, const at::Tensor& lengths, int64_t T);
 
+// Raises the lengths ValueError for lengths found in [lo, hi] (not all in [1, T]).
+void raise_lengths(const char* op, int64_t T, int64_t lo, int64_t hi);
+
 // The arguments of relaxed_energy_step_ beyond the energy tuple: logits and
 // velocity (B, T, L) like emissions and not sharing memory, lr (B,) floating on
 // the same device, finite momentum, steps >= 1.

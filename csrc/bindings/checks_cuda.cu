@@ -81,6 +81,7 @@ __global__ void __launch_bounds__(kNumThreads) check_inputs_kernel(const CheckPa
     if (p.lengths != nullptr) {
       const int64_t n = p.lengths[b];
       if (n < 1 || n > p.T) bad |= kLengths;
+      if (p.lengths_out != nullptr) p.lengths_out[b] = n > p.T ? p.T : (n < 1 ? 1 : n);
     }
     if (p.lr != nullptr && !isfinite(p.lr[b])) bad |= kLr;
     if (p.grad_log_z != nullptr && isnan(p.grad_log_z[b])) bad |= kGradLogZ;
@@ -91,7 +92,37 @@ __global__ void __launch_bounds__(kNumThreads) check_inputs_kernel(const CheckPa
   if (bad != 0) atomicOr(p.flags, bad);
 }
 
+// One thread: the commit of one call's flag word to the error record. Calls on
+// several streams may commit at once, hence the atomics; only the winner of
+// the first-call slot writes that call's details.
+__global__ void commit_kernel(const unsigned* call_flags, unsigned long long* rec,
+                              unsigned long long call_id, const int64_t* lengths, int64_t B) {
+  const unsigned f = *call_flags;
+  if (f == 0) return;
+  atomicAdd(&rec[kFailedCalls], 1ull);
+  atomicOr(&rec[kAllFlags], static_cast<unsigned long long>(f));
+  if (atomicCAS(&rec[kFirstCall], 0ull, call_id) != 0ull) return;
+  rec[kFirstFlags] = f;
+  long long lo = 0, hi = 0;
+  if (lengths != nullptr && B > 0) {
+    lo = hi = lengths[0];
+    for (int64_t b = 1; b < B; ++b) {
+      lo = lengths[b] < lo ? lengths[b] : lo;
+      hi = lengths[b] > hi ? lengths[b] : hi;
+    }
+  }
+  rec[kFirstLo] = static_cast<unsigned long long>(lo);
+  rec[kFirstHi] = static_cast<unsigned long long>(hi);
+}
+
 }  // namespace
+
+cudaError_t launch_commit(const unsigned* call_flags, unsigned long long* record,
+                          unsigned long long call_id, const int64_t* lengths, int64_t B,
+                          cudaStream_t stream) {
+  commit_kernel<<<1, 1, 0, stream>>>(call_flags, record, call_id, lengths, B);
+  return cudaGetLastError();
+}
 
 template <typename T>
 cudaError_t launch_check(const CheckParams<T>& p, cudaStream_t stream) {

@@ -61,7 +61,29 @@ struct CheckParams {
   const scalar_t* energies = nullptr;     // (n_energies,), kNonFinite
   int64_t n_energies = 0;
   unsigned* flags = nullptr;  // one word, zeroed by the caller; bits are OR-ed in
+  // (B,), where set: min(max(lengths[b], 1), T), the lengths the op's kernels
+  // read in 'device' validation mode, so that a bad length never makes them
+  // read or write outside the (B, T, L) arrays (the call is reported instead).
+  int64_t* lengths_out = nullptr;
 };
+
+// The error record of 'device' validation mode: int64 words on the device,
+// zeroed when made and by each structinf.ops.check().
+enum RecordWord : int {
+  kFailedCalls = 0,  // calls whose check found something
+  kFirstCall,        // the id of the first of them in stream order (0: none)
+  kFirstFlags,       // its flag word
+  kFirstLo,          // its lowest and highest length (for the lengths message)
+  kFirstHi,
+  kAllFlags,         // the OR of every failing call's flags
+  kRecordWords = 8,
+};
+
+// Enqueues, after a check on the same stream, the commit of its flag word to
+// `record` under `call_id` (> 0): nothing if the word is 0.
+cudaError_t launch_commit(const unsigned* call_flags, unsigned long long* record,
+                          unsigned long long call_id, const int64_t* lengths, int64_t B,
+                          cudaStream_t stream);
 
 // Enqueues the check on `stream`; returns the launch's error (cudaSuccess if
 // there was nothing to check and no kernel was launched).

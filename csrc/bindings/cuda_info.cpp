@@ -19,6 +19,7 @@
 
 #if STRUCTINF_WITH_CUDA
 #include "../kernels/cuda/api.h"
+#include "validation_cuda.h"
 #endif
 
 namespace structinf {
@@ -27,6 +28,13 @@ namespace {
 constexpr std::array<const char*, 4> kMappings = {"auto", "warp", "block", "global"};
 
 std::atomic<int>& mapping_state() {
+  static std::atomic<int> v{0};
+  return v;
+}
+
+constexpr std::array<const char*, 2> kValidations = {"sync", "device"};
+
+std::atomic<int>& validation_state() {
   static std::atomic<int> v{0};
   return v;
 }
@@ -63,7 +71,40 @@ int64_t set_cuda_shared_memory_budget(int64_t bytes) {
   return static_cast<int64_t>(before);
 }
 
+std::string validation() { return kValidations[static_cast<size_t>(validation_state().load())]; }
+
+// Sets how CUDA ops validate their inputs; returns the previous setting.
+std::string set_validation(const std::string& name) {
+  for (size_t i = 0; i < kValidations.size(); ++i) {
+    if (name == kValidations[i]) {
+      const int before = validation_state().exchange(static_cast<int>(i));
+      return kValidations[static_cast<size_t>(before)];
+    }
+  }
+  TORCH_CHECK_VALUE(false, "structinf.validation: argument 'mode' must be 'sync' or 'device', got '",
+                    name, "'");
+}
+
+// structinf.ops.check() on one CUDA device (nothing to do in a CPU build).
+void cuda_check(int64_t device_index) {
+#if STRUCTINF_WITH_CUDA
+  check_device_record(device_index);
+#else
+  (void)device_index;
+#endif
+}
+
+int64_t cuda_host_syncs() {
+#if STRUCTINF_WITH_CUDA
+  return validation_host_syncs();
+#else
+  return 0;
+#endif
+}
+
 }  // namespace
+
+int validation_setting() { return validation_state().load(); }
 
 int forced_cuda_mapping() { return mapping_state().load(); }
 size_t cuda_shared_memory_budget() { return budget_state().load(); }
@@ -73,6 +114,10 @@ TORCH_LIBRARY_FRAGMENT(structinf, m) {
   m.def("_cuda_mapping", &cuda_mapping);
   m.def("_set_cuda_mapping", &set_cuda_mapping);
   m.def("_set_cuda_shared_memory_budget", &set_cuda_shared_memory_budget);
+  m.def("_validation", &validation);
+  m.def("_set_validation", &set_validation);
+  m.def("_cuda_check", &cuda_check);
+  m.def("_cuda_host_syncs", &cuda_host_syncs);
 }
 
 }  // namespace structinf

@@ -16,4 +16,8 @@ int forced_cuda_mapping();
 // The shared memory per block the launchers plan with (0: the device's maximum).
 size_t cuda_shared_memory_budget();
 
+// How the CUDA ops validate their inputs (validation_cuda.h): 0 sync, 1 device.
+// Set from Python with structinf.ops.validation().
+int validation_setting();
+
 }  // namespace structinf

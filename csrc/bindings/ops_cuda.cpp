@@ -6,29 +6,19 @@
 // headers (not ATen/cuda/CUDAContext.h, which needs the cuBLAS / cuSPARSE
 // headers that a bare nvcc toolkit lacks).
 //
-// Host synchronisation. The kernels never synchronise; this binding does, to
-// validate inputs, exactly as follows:
-// - viterbi, crf_forward_backward, crf_forward_backward_backward: one sync
-//   per call, before the launch. One device-side pass (checks_cuda.cu) checks
-//   1 <= lengths[b] <= T (a kernel reading a longer length would read out of
-//   bounds, so this must be known before launching) and the NaN / infinity
-//   rules of the CPU kernels, and its one flag word is read back. Copying
-//   lengths to the host instead would also be one sync, but would leave the
-//   NaN checks needing another.
-// - relaxed_energy_step_: that sync, and a second after the launch, to learn
-//   whether some step's energy was not finite (logits overflowed: the CPU
-//   kernels raise, and so does this; the kernel stops such a sequence there).
-// - relaxed_energy, relaxed_energy_and_grad: one sync, before the launch (the
-//   same device-side pass, with the relaxed energy's rules: finite scores and
-//   emissions, finite probabilities, logits without NaN / +inf and with a
-//   label above -inf in every row).
-// - relaxed_energy_backward: one sync, before the launch, for the lengths
-//   only (its kernels read p and input_grad up to lengths[b]).
-// - Empty batches (B = 0) launch nothing and never synchronise.
-// Outputs stay on the device; nothing else is copied back.
+// Validation (validation_cuda.h). Every op runs one device-side check pass
+// over its inputs (checks_cuda.cu: lengths in [1, T] and the CPU kernels' NaN /
+// infinity rules) before its kernels. In 'sync' mode, the default in eager
+// code, the pass's flag word is read back (one host synchronisation per call;
+// relaxed_energy_step_ has a second, after the launch, to learn whether some
+// step's energy was not finite) and bad input raises at the call. In 'device'
+// mode, and always while the current stream is being captured into a CUDA
+// graph, nothing synchronises: the kernels read lengths clamped by the check
+// pass, and a bad call is recorded for structinf.ops.check(). Empty batches
+// (B = 0) launch nothing and never synchronise. Outputs stay on the device.
 //
 // Where the CPU kernels skip a sequence with bad values and update the others
-// before raising, this binding raises before launching: on bad input nothing
+// before raising, this binding (in sync mode) raises before launching: nothing
 // is written (logits and velocity of relaxed_energy_step_ stay as they were).
 //
 // Half precision (the current path): float16 / bfloat16 inputs are converted to
@@ -53,6 +43,7 @@
 #include "checks.h"
 #include "checks_cuda.h"
 #include "cuda_mapping.h"
+#include "validation_cuda.h"
 
 namespace structinf {
 namespace {
@@ -109,36 +100,6 @@ CheckParams<T> energy_checks(const CheckedEnergy& e, Bad emissions_bad, Bad scor
   return p;
 }
 
-// Runs the device-side check and reads its flag word back: the host sync of
-// the op (memcpy_and_sync honours torch.cuda.set_sync_debug_mode).
-template <typename T>
-unsigned run_checks(CheckParams<T> p, const Tensor& like, cudaStream_t stream) {
-  const Tensor flags = at::empty({1}, like.options().dtype(at::kInt));
-  p.flags = reinterpret_cast<unsigned*>(flags.data_ptr<int>());
-  C10_CUDA_CHECK(cudaMemsetAsync(p.flags, 0, sizeof(unsigned), stream));
-  C10_CUDA_CHECK(cuda_checks::launch_check(p, stream));
-  unsigned host = 0;
-  c10::cuda::memcpy_and_sync(&host, p.flags, sizeof(unsigned), cudaMemcpyDeviceToHost, stream);
-  return host;
-}
-
-struct FlagStatus {
-  unsigned flag;
-  Status status;
-};
-
-// Raises for the first bad argument, lengths first (as check_energy does on
-// the CPU), then in `order`, the CPU kernels' order for this op, with the CPU
-// kernels' messages.
-void raise_flags(const char* op, unsigned flags, const CheckedEnergy& c,
-                 std::initializer_list<FlagStatus> order) {
-  if (flags == 0) return;
-  if (flags & cuda_checks::kLengths) check_lengths_range(op, c.lengths, c.T);
-  for (const FlagStatus& fs : order)
-    if (flags & fs.flag) raise_status(op, fs.status);
-  TORCH_CHECK(false, "structinf.", op, ": input check failed (flags ", num(flags), ")");
-}
-
 // Turns a launcher's status into an exception, then catches any launch error
 // the launcher did not report.
 void raise_launch(const char* op, Status status, const CheckedEnergy& c) {
@@ -188,15 +149,17 @@ std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& t
   Tensor scores = at::empty({c.B, k}, emissions.options().dtype(ct));
   if (c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(ct, "structinf_viterbi_cuda", [&] {
-      const unsigned flags =
-          run_checks(energy_checks<scalar_t>(e, Bad::kNan, Bad::kNan), emissions, stream);
-      raise_flags(op, flags, c,
-                  {{cuda_checks::kTransitions, Status::kNanTransitions},
-                   {cuda_checks::kStart, Status::kNanStart},
-                   {cuda_checks::kEnd, Status::kNanEnd},
-                   {cuda_checks::kEmissions, Status::kNanEmissions}});
+      Tensor clamped;
+      const int64_t* lens = validate(op, energy_checks<scalar_t>(e, Bad::kNan, Bad::kNan),
+                                     c.lengths, c.T,
+                                     {{cuda_checks::kTransitions, Status::kNanTransitions},
+                                      {cuda_checks::kStart, Status::kNanStart},
+                                      {cuda_checks::kEnd, Status::kNanEnd},
+                                      {cuda_checks::kEmissions, Status::kNanEmissions}},
+                                     emissions, stream, &clamped);
       ViterbiParams<scalar_t> p;
       p.energy = energy_view<scalar_t>(e);
+      p.energy.lengths = lens;
       p.k = k;
       p.paths = paths.data_ptr<int64_t>();
       p.scores = scores.data_ptr<scalar_t>();
@@ -224,15 +187,18 @@ std::tuple<Tensor, Tensor, Tensor> crf_forward_backward_cuda(
   Tensor log_alpha_shift = at::empty({c.B, c.T}, opts);
   if (c.B > 0) {
     AT_DISPATCH_FLOATING_TYPES(ct, "structinf_crf_forward_cuda", [&] {
-      const unsigned flags = run_checks(
-          energy_checks<scalar_t>(e, Bad::kNanOrPosInf, Bad::kNanOrPosInf), emissions, stream);
-      raise_flags(op, flags, c,
-                  {{cuda_checks::kTransitions, Status::kNanTransitions},
-                   {cuda_checks::kStart, Status::kNanStart},
-                   {cuda_checks::kEnd, Status::kNanEnd},
-                   {cuda_checks::kEmissions, Status::kNanEmissions}});
+      Tensor clamped;
+      const int64_t* lens =
+          validate(op, energy_checks<scalar_t>(e, Bad::kNanOrPosInf, Bad::kNanOrPosInf),
+                   c.lengths, c.T,
+                   {{cuda_checks::kTransitions, Status::kNanTransitions},
+                    {cuda_checks::kStart, Status::kNanStart},
+                    {cuda_checks::kEnd, Status::kNanEnd},
+                    {cuda_checks::kEmissions, Status::kNanEmissions}},
+                   emissions, stream, &clamped);
       CrfForwardParams<scalar_t> p;
       p.energy = energy_view<scalar_t>(e);
+      p.energy.lengths = lens;
       p.log_z = log_z.data_ptr<scalar_t>();
       p.log_alpha = log_alpha.data_ptr<scalar_t>();
       p.log_alpha_shift = log_alpha_shift.data_ptr<scalar_t>();
@@ -285,14 +251,17 @@ std::tuple<Tensor, Tensor, Tensor, Tensor> crf_forward_backward_backward_cuda(
   AT_DISPATCH_FLOATING_TYPES(ct, "structinf_crf_backward_cuda", [&] {
     // As on the CPU, a NaN incoming gradient is not an input error: it
     // propagates into NaN gradients, as anywhere in autograd.
-    CheckParams<scalar_t> chk =
-        energy_checks<scalar_t>(e, Bad::kNotChecked, Bad::kNanOrPosInf);
-    raise_flags(op, run_checks(chk, emissions, stream), c,
-                {{cuda_checks::kTransitions, Status::kNanTransitions},
-                 {cuda_checks::kStart, Status::kNanStart},
-                 {cuda_checks::kEnd, Status::kNanEnd}});
+    Tensor clamped;
+    const int64_t* lens =
+        validate(op, energy_checks<scalar_t>(e, Bad::kNotChecked, Bad::kNanOrPosInf), c.lengths,
+                 c.T,
+                 {{cuda_checks::kTransitions, Status::kNanTransitions},
+                  {cuda_checks::kStart, Status::kNanStart},
+                  {cuda_checks::kEnd, Status::kNanEnd}},
+                 emissions, stream, &clamped);
     CrfBackwardParams<scalar_t> p;
     p.energy = energy_view<scalar_t>(e);
+    p.energy.lengths = lens;
     p.grad_log_z = g.data_ptr<scalar_t>();
     p.log_z = lz.data_ptr<scalar_t>();
     p.log_alpha = la.data_ptr<scalar_t>();
@@ -335,16 +304,19 @@ Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& 
     chk.logits = z.data_ptr<scalar_t>();
     chk.velocity = v.data_ptr<scalar_t>();
     chk.lr = lr_c.data_ptr<scalar_t>();
-    raise_flags(op, run_checks(chk, emissions, stream), c,
-                {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
-                 {cuda_checks::kStart, Status::kNonFiniteStart},
-                 {cuda_checks::kEnd, Status::kNonFiniteEnd},
-                 {cuda_checks::kLogits, Status::kNanLogits},
-                 {cuda_checks::kVelocity, Status::kNanVelocity},
-                 {cuda_checks::kEmissions, Status::kNanEmissions},
-                 {cuda_checks::kLr, Status::kNanLr}});
+    Tensor clamped;
+    const int64_t* lens = validate(op, chk, c.lengths, c.T,
+                                   {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
+                                    {cuda_checks::kStart, Status::kNonFiniteStart},
+                                    {cuda_checks::kEnd, Status::kNonFiniteEnd},
+                                    {cuda_checks::kLogits, Status::kNanLogits},
+                                    {cuda_checks::kVelocity, Status::kNanVelocity},
+                                    {cuda_checks::kEmissions, Status::kNanEmissions},
+                                    {cuda_checks::kLr, Status::kNanLr}},
+                                   emissions, stream, &clamped);
     RelaxedStepParams<scalar_t> p;
     p.energy = energy_view<scalar_t>(e);
+    p.energy.lengths = lens;
     p.logits = z.data_ptr<scalar_t>();
     p.velocity = v.data_ptr<scalar_t>();
     p.lr = lr_c.data_ptr<scalar_t>();
@@ -358,12 +330,14 @@ Tensor relaxed_energy_step_cuda(Tensor& logits, Tensor& velocity, const Tensor& 
     if (!z.is_same(logits)) logits.copy_(z);
     if (!v.is_same(velocity)) velocity.copy_(v);
     // A sequence whose energy stopped being finite was stopped there by the
-    // kernel (its later rows of `energy` are unwritten): report it as the CPU does.
+    // kernel (its later rows of `energy` stay NaN): report it as the CPU does
+    // (in device mode, through the error record: the NaN rows say which).
     CheckParams<scalar_t> after;
     after.energies = energy.data_ptr<scalar_t>();
     after.n_energies = energy.numel();
-    if (run_checks(after, emissions, stream) & cuda_checks::kEnergies)
-      raise_status(op, Status::kNanLogits);
+    Tensor unused;
+    validate(op, after, Tensor(), c.T, {{cuda_checks::kEnergies, Status::kNanLogits}}, emissions,
+             stream, &unused);
   });
   return energy.to(emissions.scalar_type());
 }
@@ -398,15 +372,18 @@ std::tuple<Tensor, Tensor, Tensor> relaxed_energy_run_cuda(
       CheckParams<scalar_t> chk = energy_checks<scalar_t>(e, Bad::kNonFinite, Bad::kNonFinite);
       chk.input = x.data_ptr<scalar_t>();
       chk.input_bad = probs ? Bad::kNonFinite : Bad::kNanOrPosInf;
-      raise_flags(op, run_checks(chk, emissions, stream), c,
-                  {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
-                   {cuda_checks::kStart, Status::kNonFiniteStart},
-                   {cuda_checks::kEnd, Status::kNonFiniteEnd},
-                   {cuda_checks::kInput,
-                    probs ? Status::kNonFiniteProbs : Status::kNonFiniteLogits},
-                   {cuda_checks::kEmissions, Status::kNonFiniteEmissions}});
+      Tensor clamped;
+      const int64_t* lens =
+          validate(op, chk, c.lengths, c.T,
+                   {{cuda_checks::kTransitions, Status::kNonFiniteTransitions},
+                    {cuda_checks::kStart, Status::kNonFiniteStart},
+                    {cuda_checks::kEnd, Status::kNonFiniteEnd},
+                    {cuda_checks::kInput, probs ? Status::kNonFiniteProbs : Status::kNonFiniteLogits},
+                    {cuda_checks::kEmissions, Status::kNonFiniteEmissions}},
+                   emissions, stream, &clamped);
       RelaxedEnergyParams<scalar_t> p;
       p.energy = energy_view<scalar_t>(e);
+      p.energy.lengths = lens;
       p.input = x.data_ptr<scalar_t>();
       p.probs = probs;
       p.energy_out = energy.data_ptr<scalar_t>();
@@ -487,14 +464,13 @@ std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor> relaxed_energy_backward_cuda(
       chk.T = T;
       chk.L = L;
       chk.lengths = lens.data_ptr<int64_t>();
-      const unsigned flags = run_checks(chk, p, stream);
-      if (flags & cuda_checks::kLengths) check_lengths_range(op, lens, T);
-      TORCH_CHECK(flags == 0, "structinf.", op, ": input check failed (flags ", num(flags), ")");
+      Tensor clamped;
+      const int64_t* checked = validate(op, chk, lens, T, {}, p, stream, &clamped);
       RelaxedEnergyBackwardParams<scalar_t> r;
       r.B = B;
       r.T = T;
       r.L = L;
-      r.lengths = lens.data_ptr<int64_t>();
+      r.lengths = checked;
       r.grad_energy = g.data_ptr<scalar_t>();
       r.p = pc.data_ptr<scalar_t>();
       r.input_grad = ig.data_ptr<scalar_t>();

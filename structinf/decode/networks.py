@@ -236,6 +236,8 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
                 if step in outs:
                     outs[step].append(final_logits(tuned, words, chars, lengths))
                     if clock is not None:
+                        if outs[step][-1].is_cuda:  # the clock must see the GPU's work done
+                            torch.cuda.synchronize(outs[step][-1].device)
                         clock[step] = clock.get(step, 0.0) + time.perf_counter() - start_time
                 if step == iterations:
                     break
