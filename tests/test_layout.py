@@ -24,7 +24,7 @@ RANKS = [
          "structinf.distributed")),
     (1, ("structinf.data",)),
     (2, ("structinf.constraints", "structinf.torch_ops", "structinf.ops", "structinf.energy",
-         "structinf.crf", "structinf._C")),
+         "structinf.crf", "structinf.compat", "structinf._C")),
     (3, ("structinf.models",)),
     (4, ("structinf.decode",)),
     (5, ("structinf.evaluate",)),
