@@ -3,7 +3,7 @@
     structinf                      the quick study on the shipped Twitter POS data
     structinf train-crf ...        train a BLSTM-CRF(+) energy
     structinf evaluate ...         score a trained energy with an inference method
-    structinf tag ...              tag whitespace-tokenised text with a trained energy
+    structinf tag ...              label text with a trained model (structinf.tagging)
     structinf reproduce ...        the whole study for a task (tables and figures)
     structinf bench ...            the speed benchmark (paper Table 3)
 
@@ -25,11 +25,11 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 
-from . import pretrained
+from . import pretrained, tagging
 from .experiments import commands
 from .experiments.naming import TASKS as TASK_NAMES
 from .train import ENERGY_TRAIN_DEFAULTS, TrainConfig
@@ -165,20 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json-out", type=Path, default=None, help="also write the scores as JSON")
     _add_common(p)
 
-    p = sub.add_parser("tag", help="tag whitespace-tokenised text with a trained energy",
-                       description="Read one sentence per line (tokens separated by whitespace) "
-                                   "from a file or stdin; write token<TAB>label lines, a blank "
-                                   "line after each sentence.")
-    p.add_argument("--checkpoint", type=pretrained.resolve, required=True,
-                   help="checkpoint folder, or the name of a model shipped with structinf "
-                        f"({', '.join(pretrained.PRETRAINED)})")
-    p.add_argument("input", nargs="?", default="-", help="input file (default: stdin)")
-    p.add_argument("--output", default="-", help="output file (default: stdout)")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default="cpu",
-                   help="torch device for the model and its decoding, e.g. cuda (default: cpu)")
-    p.add_argument("-v", "--verbose", action="store_true", help="show the traceback of an error")
+    tagging.add_tag_arguments(sub.add_parser(
+        "tag", help="label text with a trained energy or inference network"))
 
     commands.add_reproduce_arguments(sub.add_parser(
         "reproduce", help="the whole study for a task (tables, figures)",
@@ -446,47 +434,6 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _read_sentences(stream) -> List[List[str]]:
-    return [line.split() for line in stream if line.strip()]
-
-
-def cmd_tag(args) -> int:
-    from . import distributed
-    from .data import Sentence, Vocab, LabelSet, encode_sentences
-    from .data import MAX_WORD_LEN
-    from .evaluate import predict
-
-    main = distributed.is_main()
-    model, extra = _load_for("tag", args.checkpoint, args.device, energy=False)
-    words, chars = Vocab.from_dict(extra["words"]), Vocab.from_dict(extra["chars"])
-    labels = LabelSet.from_dict(extra["labels"])
-    sentences: Optional[List[List[str]]] = None
-    if main:  # rank 0 reads (stdin reaches it alone) and hands the text to the others
-        if args.input == "-":
-            sentences = _read_sentences(sys.stdin)
-        else:
-            with open(args.input, encoding="utf-8") as f:
-                sentences = _read_sentences(f)
-    sentences = distributed.broadcast_object(sentences)
-    if not sentences:
-        return 0
-    encoded = encode_sentences([Sentence(tokens) for tokens in sentences],
-                               words, None, chars, MAX_WORD_LEN)
-    pred = predict(model.decode, encoded, args.batch_size, args.device, shard=True)
-    if not main:
-        return 0
-    lines = []
-    for tokens, ids in zip(sentences, pred):
-        lines.extend(f"{tok}\t{lab}" for tok, lab in zip(tokens, labels.decode(ids)))
-        lines.append("")
-    text = "\n".join(lines) + "\n"
-    if args.output == "-":
-        sys.stdout.write(text)
-    else:
-        Path(args.output).write_text(text, encoding="utf-8")
-    return 0
-
-
 def _interrupted(args) -> str:
     """What a Ctrl-C leaves behind, in one line."""
     if (args.command in ("train-crf", "train-infnet")
@@ -519,7 +466,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command is None:  # the main job: the quick study on the shipped data
         args = parser.parse_args(["reproduce"])
     handlers = {"train-crf": cmd_train_crf, "train-infnet": cmd_train_infnet,
-                "evaluate": cmd_evaluate, "tag": cmd_tag}
+                "evaluate": cmd_evaluate}
     handler = handlers.get(args.command) or args.func
     verbose = getattr(args, "verbose", False)
     try:

@@ -27,7 +27,7 @@ RANKS = [
          "structinf.crf", "structinf.compat", "structinf._C")),
     (3, ("structinf.models",)),
     (4, ("structinf.decode",)),
-    (5, ("structinf.evaluate",)),
+    (5, ("structinf.evaluate", "structinf.tagging")),  # tagging: `structinf tag`'s work
     (6, ("structinf.train",)),
     (7, ("structinf.experiments",)),
     (8, ("structinf.cli", "structinf.__main__")),
