@@ -101,7 +101,10 @@ for line in open(steps_file):
         m = re.findall(r"^=*\s*(.*(?:passed|failed|skipped|error|no tests ran).*?)\s*=*$", text, re.M)
         entry["pytest"] = m[-1] if m else None
         entry["crashed_workers"] = len(re.findall(r"node down|worker .* crashed", text))
-        entry["failures"] = sorted(set(re.findall(r"^(?:FAILED|ERROR) (\S+)", text, re.M)))[:60]
+        # -v names each test as it ends, so a run cut short still names its failures.
+        entry["failures"] = sorted(set(re.findall(r"(?:^|\] )(?:FAILED|ERROR) (tests/\S+)",
+                                                  text, re.M)))[:60]
+        entry["passed_so_far"] = len(re.findall(r"\] PASSED tests/", text))
     if name == "linkcheck" and text:
         entry["found"] = text.strip().splitlines()[-1][:600]
     steps.append(entry)
@@ -173,7 +176,10 @@ fi
 # ---------------------------------------------------------------------- build
 export TORCH_CUDA_ARCH_LIST=9.0a STRUCTINF_CUDA=1 MAX_JOBS=${MAX_JOBS:-$NPROC}
 if [[ -z "${CUDA_HOME:-}" && -x /usr/local/cuda/bin/nvcc ]]; then export CUDA_HOME=/usr/local/cuda; fi
-RESERVE_S=300  # keep time for the tests, the sanitizers, the CLI and the benchmarks
+# Keep time for the tests, the sanitizers, the CLI and the benchmarks; a run of
+# a few steps (STRUCTINF_GPU_STEPS) keeps none: its total says what it has.
+RESERVE_S=300
+[[ $SELECTED != all ]] && RESERVE_S=0
 NOTE="sm_90a, pip -v" step build 200 "$LOGS/build.log" \
   "$PY" -m pip install -v --no-build-isolation --no-deps --no-index -e .
 BUILD_RC=$?
@@ -240,12 +246,13 @@ RESERVE_S=10
 if want cli || want bench; then RESERVE_S=150; fi
 run_sanitizers &
 SAN_PID=$!
-# One torch thread per worker: sixteen-thread pools in every worker oversubscribe
+# -v: each test's name and outcome as it ends (a run cut at its timeout still
+# says which failed). One torch thread per worker: sixteen-thread pools in every worker oversubscribe
 # the cores many times over and slow the CPU tests (the first run's suite did
 # not finish in 260 s that way).
 if want tests; then
   NOTE="$TESTS_NOTE" NO_TESTS_RC=5 step tests "${STRUCTINF_GPU_TESTS_S:-260}" "$OUTDIR/tests.log" \
-    env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m pytest tests -q -n $((NPROC - 2)) \
+    env OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 "$PY" -m pytest tests -v -n $((NPROC - 2)) \
     --dist worksteal -p no:cacheprovider --no-header -rfE --durations=30 \
     --junitxml="$OUTDIR/junit.xml" -o junit_family=xunit1 "${PYTEST_EXTRA[@]}"
 else
