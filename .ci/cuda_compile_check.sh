@@ -24,6 +24,7 @@
 # architecture keeps the check short; setup.py's own default adds PTX).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/package_copy.sh
 
 TORCH_VERSION=${1:-2.15.0}
 VENV=${STRUCTINF_CUDA_VENV:-build/venv-cuda-$TORCH_VERSION}
@@ -67,12 +68,7 @@ echo "cuda compile check: extension built in $((SECONDS - start)) s"
 python3 csrc/linkcheck.py "$OUT"/lib/structinf/_C*.so
 
 # A copy of the package with the CUDA build's module in place of the checkout's.
-rm -rf "$OUT/pkg"
-mkdir -p "$OUT/pkg"
-cp -r structinf "$OUT/pkg/"
-rm -f "$OUT"/pkg/structinf/_C*.so
-cp "$OUT"/lib/structinf/_C*.so "$OUT/pkg/structinf/"
-find "$OUT/pkg" -name __pycache__ -prune -exec rm -rf {} +
+package_copy "$OUT"
 
 # -P: the checkout (the current directory) is not put before PYTHONPATH.
 STRUCTINF_CHECK_PKG="$OUT/pkg" PYTHONPATH="$OUT/pkg" "$VENV/bin/python" -P - <<'EOF'

@@ -12,6 +12,7 @@
 # holding that library.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. .ci/package_copy.sh
 
 TORCH_VERSION=${1:-2.11.0}
 VENV=${STRUCTINF_CUDA_VENV:-build/venv-cuda-$TORCH_VERSION}
@@ -32,12 +33,7 @@ start=$SECONDS
   > "$OUT.log" 2>&1 || { tail -n 60 "$OUT.log" >&2; echo "oldest torch check: build FAILED (log: $OUT.log)" >&2; exit 1; }
 echo "oldest torch check: CPU extension built against torch $TORCH_VERSION in $((SECONDS - start)) s"
 
-rm -rf "$OUT/pkg"
-mkdir -p "$OUT/pkg"
-cp -r structinf "$OUT/pkg/"
-rm -f "$OUT"/pkg/structinf/_C*.so
-cp "$OUT"/lib/structinf/_C*.so "$OUT/pkg/structinf/"
-find "$OUT/pkg" -name __pycache__ -prune -exec rm -rf {} +
+package_copy "$OUT"
 
 # -P: the checkout is not put before PYTHONPATH, so `structinf` is the copy.
 PYTHONPATH="$OUT/pkg" "$VENV/bin/python" -P -c "

@@ -40,6 +40,28 @@ def pytest_sessionstart(session):
         )
 
 
+def tiny_twitter_pos(root, sentences: int):
+    """``root`` with a twitter_pos/ holding the first ``sentences`` sentences of each
+    shipped Twitter POS file (a --data-dir for quick command-line tests)."""
+    from pathlib import Path
+
+    from structinf.data.tasks import PACKAGE_TWITTER_DIR
+
+    root = Path(root)
+    (root / "twitter_pos").mkdir()
+    for name in ("oct27.traindev", "oct27.test", "daily547.conll"):
+        lines, seen = [], 0
+        text = (PACKAGE_TWITTER_DIR / name).read_text(encoding="utf-8")
+        for line in text.splitlines(keepends=True):
+            lines.append(line)
+            if not line.strip():
+                seen += 1
+                if seen == sentences:
+                    break
+        (root / "twitter_pos" / name).write_text("".join(lines), encoding="utf-8")
+    return root
+
+
 def make_energy(B, T, L, *, dtype=torch.float64, device="cpu", lengths=None, scale=1.0,
                 generator=None, allowed_density=None, pad_value=None):
     """Random energy tuple; lengths random in [1, T] unless given.

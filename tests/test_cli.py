@@ -22,7 +22,7 @@ import torch
 
 import structinf.train.energy as energy_train
 from structinf import cli
-from structinf.data.tasks import PACKAGE_TWITTER_DIR
+from conftest import tiny_twitter_pos
 
 SENTENCES = 12
 TRAIN = ["--model", "blstm-crf", "--epochs", "1", "--hidden", "4", "--batch-size", "4",
@@ -31,25 +31,9 @@ OWN = {"config.json", "weights.safetensors", "results.json", "training_state.saf
        "training_state.json"}
 
 
-def _head(src: Path, dst: Path, n: int) -> None:
-    """The first ``n`` blank-line separated sentences of ``src``."""
-    lines, seen = [], 0
-    for line in src.read_text(encoding="utf-8").splitlines(keepends=True):
-        lines.append(line)
-        if not line.strip():
-            seen += 1
-            if seen == n:
-                break
-    dst.write_text("".join(lines), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "twitter_pos").mkdir()
-    for name in ("oct27.traindev", "oct27.test", "daily547.conll"):
-        _head(PACKAGE_TWITTER_DIR / name, root / "twitter_pos" / name, SENTENCES)
-    return root
+    return tiny_twitter_pos(tmp_path_factory.mktemp("data"), SENTENCES)
 
 
 def run(capsys, *argv):

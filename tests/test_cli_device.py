@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from structinf import cli
-from structinf.data.tasks import PACKAGE_TWITTER_DIR
+from conftest import tiny_twitter_pos
 
 SENTENCES = 12
 TRAIN = ["--model", "blstm-crf", "--epochs", "1", "--hidden", "4", "--batch-size", "4",
@@ -37,25 +37,9 @@ TEXT = "I love this !\nlol @user u r the best\n\nthe quick brown fox jumps over 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 
-def _head(src: Path, dst: Path, n: int) -> None:
-    """The first ``n`` blank-line separated sentences of ``src``."""
-    lines, seen = [], 0
-    for line in src.read_text(encoding="utf-8").splitlines(keepends=True):
-        lines.append(line)
-        if not line.strip():
-            seen += 1
-            if seen == n:
-                break
-    dst.write_text("".join(lines), encoding="utf-8")
-
-
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "twitter_pos").mkdir()
-    for name in ("oct27.traindev", "oct27.test", "daily547.conll"):
-        _head(PACKAGE_TWITTER_DIR / name, root / "twitter_pos" / name, SENTENCES)
-    return root
+    return tiny_twitter_pos(tmp_path_factory.mktemp("data"), SENTENCES)
 
 
 @pytest.fixture(autouse=True)

@@ -84,7 +84,6 @@ __global__ void __launch_bounds__(kNumThreads) check_inputs_kernel(const CheckPa
       if (p.lengths_out != nullptr) p.lengths_out[b] = n > p.T ? p.T : (n < 1 ? 1 : n);
     }
     if (p.lr != nullptr && !isfinite(p.lr[b])) bad |= kLr;
-    if (p.grad_log_z != nullptr && isnan(p.grad_log_z[b])) bad |= kGradLogZ;
   }
   for (int64_t i = tid; i < p.n_energies; i += n_threads)
     if (p.energies != nullptr && !isfinite(p.energies[i])) bad |= kEnergies;

@@ -31,7 +31,6 @@ enum Flag : unsigned {
   kLogits = 1u << 5,
   kVelocity = 1u << 6,
   kLr = 1u << 7,
-  kGradLogZ = 1u << 8,
   kEnergies = 1u << 9,  // some relaxed energy (an output) is not finite
   kInput = 1u << 10,    // relaxed_energy's logits or probabilities
 };
@@ -57,7 +56,6 @@ struct CheckParams {
   const scalar_t* input = nullptr;
   Bad input_bad = Bad::kNotChecked;
   const scalar_t* lr = nullptr;           // (B,), kNonFinite
-  const scalar_t* grad_log_z = nullptr;   // (B,), kNan
   const scalar_t* energies = nullptr;     // (n_energies,), kNonFinite
   int64_t n_energies = 0;
   unsigned* flags = nullptr;  // one word, zeroed by the caller; bits are OR-ed in

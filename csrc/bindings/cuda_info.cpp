@@ -46,18 +46,24 @@ std::atomic<size_t>& budget_state() {
 
 bool cuda_built() { return STRUCTINF_WITH_CUDA != 0; }
 
+// Sets `state` to the index of `name` in `names`; returns the previous index,
+// or -1 (state unchanged) if `names` has no such name.
+template <size_t N>
+int exchange_by_name(const std::array<const char*, N>& names, std::atomic<int>& state,
+                     const std::string& name) {
+  for (size_t i = 0; i < N; ++i)
+    if (name == names[i]) return state.exchange(static_cast<int>(i));
+  return -1;
+}
+
 std::string cuda_mapping() { return kMappings[static_cast<size_t>(mapping_state().load())]; }
 
 // Sets the mapping; returns the previous one.
 std::string set_cuda_mapping(const std::string& name) {
-  for (size_t i = 0; i < kMappings.size(); ++i) {
-    if (name == kMappings[i]) {
-      const int before = mapping_state().exchange(static_cast<int>(i));
-      return kMappings[static_cast<size_t>(before)];
-    }
-  }
-  TORCH_CHECK_VALUE(false, "structinf.cuda_mapping: argument 'name' must be one of auto, warp, "
-                    "block, global; got '", name, "'");
+  const int before = exchange_by_name(kMappings, mapping_state(), name);
+  TORCH_CHECK_VALUE(before >= 0, "structinf.cuda_mapping: argument 'name' must be one of auto, "
+                    "warp, block, global; got '", name, "'");
+  return kMappings[static_cast<size_t>(before)];
 }
 
 // Sets the shared-memory budget in bytes (0: the device's maximum); returns the previous one.
@@ -75,14 +81,10 @@ std::string validation() { return kValidations[static_cast<size_t>(validation_st
 
 // Sets how CUDA ops validate their inputs; returns the previous setting.
 std::string set_validation(const std::string& name) {
-  for (size_t i = 0; i < kValidations.size(); ++i) {
-    if (name == kValidations[i]) {
-      const int before = validation_state().exchange(static_cast<int>(i));
-      return kValidations[static_cast<size_t>(before)];
-    }
-  }
-  TORCH_CHECK_VALUE(false, "structinf.validation: argument 'mode' must be 'sync' or 'device', got '",
-                    name, "'");
+  const int before = exchange_by_name(kValidations, validation_state(), name);
+  TORCH_CHECK_VALUE(before >= 0, "structinf.validation: argument 'mode' must be 'sync' or "
+                    "'device', got '", name, "'");
+  return kValidations[static_cast<size_t>(before)];
 }
 
 // structinf.ops.check() on one CUDA device (nothing to do in a CPU build).

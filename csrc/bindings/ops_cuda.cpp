@@ -129,6 +129,13 @@ Tensor workspace(size_t bytes, const Tensor& like) {
 
 void* data_or_null(const Tensor& t) { return t.numel() > 0 ? t.data_ptr() : nullptr; }
 
+// The energy checks of Viterbi and the CRF forward, in the CPU kernels' order.
+constexpr std::array<FlagStatus, 4> kNanScoresAndEmissions = {{
+    {cuda_checks::kTransitions, Status::kNanTransitions},
+    {cuda_checks::kStart, Status::kNanStart},
+    {cuda_checks::kEnd, Status::kNanEnd},
+    {cuda_checks::kEmissions, Status::kNanEmissions}}};
+
 // The mapping structinf.ops.cuda_mapping() asks for (auto unless a test forces one).
 cuda::Variant mapping() { return static_cast<cuda::Variant>(forced_cuda_mapping()); }
 
@@ -151,12 +158,8 @@ std::tuple<Tensor, Tensor> viterbi_cuda(const Tensor& emissions, const Tensor& t
     AT_DISPATCH_FLOATING_TYPES(ct, "structinf_viterbi_cuda", [&] {
       Tensor clamped;
       const int64_t* lens = validate(op, energy_checks<scalar_t>(e, Bad::kNan, Bad::kNan),
-                                     c.lengths, c.T,
-                                     {{cuda_checks::kTransitions, Status::kNanTransitions},
-                                      {cuda_checks::kStart, Status::kNanStart},
-                                      {cuda_checks::kEnd, Status::kNanEnd},
-                                      {cuda_checks::kEmissions, Status::kNanEmissions}},
-                                     emissions, stream, &clamped);
+                                     c.lengths, c.T, kNanScoresAndEmissions, emissions, stream,
+                                     &clamped);
       ViterbiParams<scalar_t> p;
       p.energy = energy_view<scalar_t>(e);
       p.energy.lengths = lens;
@@ -190,12 +193,7 @@ std::tuple<Tensor, Tensor, Tensor> crf_forward_backward_cuda(
       Tensor clamped;
       const int64_t* lens =
           validate(op, energy_checks<scalar_t>(e, Bad::kNanOrPosInf, Bad::kNanOrPosInf),
-                   c.lengths, c.T,
-                   {{cuda_checks::kTransitions, Status::kNanTransitions},
-                    {cuda_checks::kStart, Status::kNanStart},
-                    {cuda_checks::kEnd, Status::kNanEnd},
-                    {cuda_checks::kEmissions, Status::kNanEmissions}},
-                   emissions, stream, &clamped);
+                   c.lengths, c.T, kNanScoresAndEmissions, emissions, stream, &clamped);
       CrfForwardParams<scalar_t> p;
       p.energy = energy_view<scalar_t>(e);
       p.energy.lengths = lens;

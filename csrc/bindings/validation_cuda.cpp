@@ -82,16 +82,17 @@ void raise_for(const char* op, unsigned flags, int64_t T, int64_t lo, int64_t hi
   TORCH_CHECK(false, "structinf.", op, ": input check failed (flags ", num(flags), ")");
 }
 
-}  // namespace
-
+// Raises for a flag word in sync mode's order (lengths first, with their range).
 void raise_flags(const char* op, unsigned flags, const at::Tensor& lengths, int64_t T,
-                 std::initializer_list<FlagStatus> order) {
-  raise_for(op, flags, T, 0, 0, false, order.begin(), order.size(), &lengths);
+                 c10::ArrayRef<FlagStatus> order) {
+  raise_for(op, flags, T, 0, 0, false, order.data(), order.size(), &lengths);
 }
+
+}  // namespace
 
 template <typename T>
 const int64_t* validate(const char* op, CheckParams<T> p, const at::Tensor& lengths, int64_t T_,
-                        std::initializer_list<FlagStatus> order, const at::Tensor& like,
+                        c10::ArrayRef<FlagStatus> order, const at::Tensor& like,
                         cudaStream_t stream, at::Tensor* keep) {
   TORCH_CHECK(order.size() <= kMaxOrder, "structinf.", op, ": too many checked arguments");
   unsigned long long* record = record_for(op, like, stream);
@@ -128,11 +129,11 @@ const int64_t* validate(const char* op, CheckParams<T> p, const at::Tensor& leng
 }
 
 template const int64_t* validate<float>(const char*, CheckParams<float>, const at::Tensor&, int64_t,
-                                        std::initializer_list<FlagStatus>, const at::Tensor&,
+                                        c10::ArrayRef<FlagStatus>, const at::Tensor&,
                                         cudaStream_t, at::Tensor*);
 template const int64_t* validate<double>(const char*, CheckParams<double>, const at::Tensor&,
-                                         int64_t, std::initializer_list<FlagStatus>,
-                                         const at::Tensor&, cudaStream_t, at::Tensor*);
+                                         int64_t, c10::ArrayRef<FlagStatus>, const at::Tensor&,
+                                         cudaStream_t, at::Tensor*);
 
 void check_device_record(int64_t index) {
   TORCH_CHECK_VALUE(index >= 0 && index < kMaxDevices, "structinf.check: argument 'device' has "

@@ -16,10 +16,10 @@
 #pragma once
 
 #include <ATen/ATen.h>
+#include <c10/util/ArrayRef.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
-#include <initializer_list>
 
 #include "../kernels/params.h"
 #include "checks_cuda.h"
@@ -39,12 +39,8 @@ struct FlagStatus {
 // caller's in sync mode, a clamped copy kept alive by `*keep` in device mode.
 template <typename T>
 const int64_t* validate(const char* op, cuda_checks::CheckParams<T> p, const at::Tensor& lengths,
-                        int64_t T_, std::initializer_list<FlagStatus> order,
+                        int64_t T_, c10::ArrayRef<FlagStatus> order,
                         const at::Tensor& like, cudaStream_t stream, at::Tensor* keep);
-
-// Raises for a flag word in sync mode's order (lengths first, with their range).
-void raise_flags(const char* op, unsigned flags, const at::Tensor& lengths, int64_t T,
-                 std::initializer_list<FlagStatus> order);
 
 // structinf.ops.check() for one device: reads and clears its error record (one
 // host synchronisation); raises ValueError for the first recorded call.
