@@ -200,7 +200,10 @@ def test_readme_runs_in_order(tmp_path):
     (tmp_path / "data").mkdir()
     if have_conll:
         _tiny_conll(tmp_path / "data")
-    env = {**os.environ, "STRUCTINF_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
+    # Not xdist's worker variables: a pytest run by a README command would take
+    # itself for an xdist worker (pytest-benchmark then writes an empty JSON).
+    outer = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_XDIST")}
+    env = {**outer, "STRUCTINF_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT),
                                                        os.environ.get("PYTHONPATH")])),
            "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])}

