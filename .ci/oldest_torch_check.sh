@@ -43,4 +43,5 @@ assert o._C.__file__.startswith('$PWD/$OUT/pkg/'), o._C.__file__
 print('oldest torch check: torch', torch.__version__, 'structinf._C from', o._C.__file__)"
 PYTHONPATH="$OUT/pkg" "$VENV/bin/python" -P -m pytest -q -p no:cacheprovider \
   tests/test_ops.py tests/test_gradients.py tests/test_relaxed_energy_op.py tests/test_fuzz_ops.py \
-  tests/test_crf_decode.py tests/test_build.py tests/test_cuda_suite.py
+  tests/test_crf_decode.py tests/test_build.py tests/test_cuda_suite.py tests/test_cuda_relaxed.py \
+  tests/test_cuda_edges.py

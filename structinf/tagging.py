@@ -52,13 +52,15 @@ from . import decode, distributed, ops, pretrained
 from .data import MAX_WORD_LEN, Batch, LabelSet, Sentence, Vocab, encode_sentences
 from .evaluate import iterate
 from .io import CheckpointError, load_checkpoint
+from .decode import methods as decode_methods
 from .models import BLSTMCRF, InferenceNetwork
 
 __all__ = ["FORMATS", "METHODS", "DECIMALS", "DESCRIPTION", "EPILOG", "Record", "Tagged",
            "Tagger", "read_records", "tag_chunk", "format_record", "add_tag_arguments", "run"]
 
 FORMATS = ("text", "conll", "jsonl")
-METHODS = ("viterbi", "gd", "infnet")
+#: The methods ``tag`` offers (those of the registry :mod:`structinf.decode.methods` marked ``tag``).
+METHODS = decode_methods.names(tag=True)
 #: Decimals of every score and probability written.
 DECIMALS = 4
 #: Sentences read (and sorted by length into batches) at a time: this many batches.
@@ -398,11 +400,12 @@ def _method(args, model, extra: dict) -> str:
     naming the option otherwise)."""
     energy = isinstance(model, BLSTMCRF)
     method = args.method or ("viterbi" if energy else "infnet")
+    needs = decode_methods.get(method).needs
     what = _what(args.checkpoint, model, extra)
-    if method == "infnet" and energy:
-        raise ValueError(f"argument --method: 'infnet' needs an inference-network checkpoint "
+    if "network" in needs and energy:
+        raise ValueError(f"argument --method: {method!r} needs an inference-network checkpoint "
                          f"(train-infnet's --out); {what}: use --method viterbi or gd")
-    if method != "infnet" and not energy:
+    if "energy" in needs and not energy:
         raise ValueError(f"argument --method: {method!r} needs a BLSTM-CRF energy checkpoint; "
                          f"{what}: use --method infnet, or the energy's checkpoint")
     for flag, given in (("--k", args.k is not None), ("--marginals", args.marginals)):

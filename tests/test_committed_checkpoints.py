@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from structinf.experiments.reproduce import COMMITTED, keep_checkpoints
+from structinf.experiments.checkpoints import COMMITTED, keep_checkpoints
 from structinf.io import load_checkpoint
 
 
@@ -50,11 +50,11 @@ def test_keep_checkpoints_refuses_to_replace_or_to_keep_a_large_one(tmp_path, mo
         keep_checkpoints(tmp_path / "r", runs, ["x"])
     (runs / "x" / "config.json").write_text("{}")
     (runs / "x" / "weights.safetensors").write_bytes(b"0" * 2048)
-    monkeypatch.setattr("structinf.experiments.reproduce.COMMITTED_MAX_BYTES", 1024)
+    monkeypatch.setattr("structinf.experiments.checkpoints.COMMITTED_MAX_BYTES", 1024)
     with pytest.raises(ValueError, match="more than"):
         keep_checkpoints(tmp_path / "r", runs, ["x"])
     (tmp_path / "r" / COMMITTED / "x").mkdir(parents=True)
-    monkeypatch.setattr("structinf.experiments.reproduce.COMMITTED_MAX_BYTES", 10 * 2**20)
+    monkeypatch.setattr("structinf.experiments.checkpoints.COMMITTED_MAX_BYTES", 10 * 2**20)
     with pytest.raises(FileExistsError):
         keep_checkpoints(tmp_path / "r", runs, ["x"])
 
@@ -66,7 +66,7 @@ from pathlib import Path  # noqa: E402
 from structinf.data import prepare_from_extra  # noqa: E402
 from structinf.data.tasks import DEFAULT_DATA_DIR, load_task  # noqa: E402
 from structinf.evaluate import predict, score_ids  # noqa: E402
-from structinf.experiments.reproduce import COMMITTED_MAX_BYTES  # noqa: E402
+from structinf.experiments.checkpoints import COMMITTED_MAX_BYTES  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 KEPT = sorted(RESULTS.glob(f"*/{COMMITTED}/*"))
@@ -170,7 +170,7 @@ def _trained_runs(tmp_path):
 
 def test_a_keep_cut_short_leaves_nothing_and_the_next_keep_works(tmp_path, monkeypatch):
     runs = _trained_runs(tmp_path)
-    import structinf.experiments.reproduce as rp
+    import structinf.experiments.checkpoints as rp
 
     real, calls = rp.write_bytes_atomic, []
 
@@ -192,7 +192,7 @@ def test_a_keep_cut_short_leaves_nothing_and_the_next_keep_works(tmp_path, monke
 
 def test_two_processes_keeping_one_checkpoint(tmp_path, monkeypatch):
     runs = _trained_runs(tmp_path)
-    import structinf.experiments.reproduce as rp
+    import structinf.experiments.checkpoints as rp
 
     real, raced_once = rp.write_bytes_atomic, []
 

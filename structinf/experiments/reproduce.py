@@ -17,36 +17,35 @@ go to ``results/quick-twitter-pos`` and are a smoke test, not the study.
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from .. import decode
-from ..io import (load_checkpoint, make_folder_atomic, read_checkpoint_meta, write_bytes_atomic,
-                  write_json_atomic, write_json_gz_atomic)
+from ..io import load_checkpoint, make_folder_atomic, read_checkpoint_meta, write_json_atomic
 from .. import distributed
 from ..data import Prepared, embedding_words, load_embeddings, load_task, prepare
 from ..data.tasks import TaskData
-from ..decode.networks import instance_tailored_trajectory, warm_start_logits
+from ..decode.networks import warm_start_logits
 from ..evaluate import SentenceRecords, iterate, score_ids
 from ..train.lm import LM_TRAIN_DEFAULTS, lm_train_config
-from ..train import (ENERGY_TRAIN_DEFAULTS, TrainConfig, energy_train_config, epochs_since_best,
-                     train_energy, train_infnet)
-from . import gd_study
-from .naming import ARCHS, PLUS_ARCH
+from ..train import (TrainConfig, energy_train_config, epochs_since_best, train_energy,
+                     train_infnet)
+from . import gd_study, refinement
+from .study_gd import GradientDescentUnits
+from .checkpoints import COMMITTED, keep_checkpoints
+from .plan import Plan, make_plan  # noqa: F401
 from .progress import Stage, StageClock, stage_cost
 from .report import Report
-from .timing import MIN_REPEATS, time_passes
 
 logger = logging.getLogger(__name__)
 
@@ -54,144 +53,6 @@ __all__ = ["Plan", "make_plan", "Study", "run", "FIGURE2_TIMING"]
 
 #: The stage that times every point of Figure 2.
 FIGURE2_TIMING = "figure 2 timing"
-
-
-@dataclass
-class Plan:
-    """What the study runs for one task, and how big."""
-
-    task: str
-    quick: bool = False
-    word_dim: int = 100
-    # Pretrained word vectors (a path or "glove-6b-50d"), or None for random ones:
-    # BLSTM-CRF keeps them fixed, BLSTM-CRF+ fine-tunes them (paper 2.1), and every
-    # network uses the vectors of its energy the same way. word_dim follows them.
-    embeddings: Optional[str] = None
-    energy_hidden: Optional[int] = None        # None: the paper's H for the task
-    # A casing feature of this size in the BLSTM-CRF energy (0: none). It has no
-    # characters, and with fixed lowercase vectors "Paris" and "paris" would
-    # look the same to it (NER).
-    case_dim: int = 0
-    energy_train: Dict = field(default_factory=dict)
-    energy_train_plus: Optional[Dict] = None   # None: as energy_train
-    infnet_train: Dict = field(default_factory=lambda: dict(epochs=30, batch_size=16, lr=1e-3,
-                                                            patience=5))
-    infnet_train_plus: Optional[Dict] = None   # None: as infnet_train
-    archs: Tuple[str, ...] = ARCHS
-    hidden: int = 100
-    hidden_sweep: Tuple[int, ...] = (50, 100, 200)
-    sweep_archs: Optional[Tuple[str, ...]] = None  # Figure 1's networks (None: archs)
-    lambdas: Tuple[float, ...] = (0.2, 0.5, 1.0, 2.0, 5.0)
-    # The lambda grid of Table 4's inference network (the task's plus_arch on the
-    # BLSTM-CRF+ energy), None: as lambdas. The large tasks tune lambda only there.
-    table4_lambdas: Optional[Tuple[float, ...]] = None
-    # Further hidden sizes for Table 4's two networks (local baseline+ and
-    # infnet+, the latter at the dev-best lambda of its grid at H = hidden); the
-    # dev-best H is kept (the paper tunes H on dev). Empty: H = hidden only.
-    table4_hidden: Tuple[int, ...] = ()
-    gd_lrs: Tuple[float, ...] = gd_study.GD_LEARNING_RATES
-    gd_iterations: Tuple[int, ...] = gd_study.GD_ITERATIONS
-    refine_iterations: Tuple[int, ...] = (3, 5, 10)
-    tailor_lrs: Tuple[float, ...] = (1e-3, 1e-2, 1e-1)
-    warm_lrs: Tuple[float, ...] = (1.0, 5.0, 10.0, 50.0, 100.0, 500.0, 1e3)
-    table5: bool = False
-    lm_study: bool = False
-    limit: Optional[int] = None                # dev/test sentences kept (train: 4x)
-    epochs: Optional[int] = None               # cap on every training's epochs
-    lm_epochs: Optional[int] = None            # the language models' (None: their default)
-    timing_repeats: int = MIN_REPEATS          # Figure 2: timed repeats of every point
-    # Figure 2 times the first this many test sentences (None: all of them): on
-    # the large tasks six passes of instance tailoring over the whole test set
-    # would take longer than the rest of the study.
-    timing_sentences: Optional[int] = None
-    eval_batch: int = 10                       # the paper's test-time batch size
-    dev_batch: int = 64
-
-    def training(self, kind: str, plus: bool) -> Dict:
-        """Training settings of the energies (kind "energy") or of the networks
-        ("infnet"); the ``*_train_plus`` ones, when set, for the CRF+ side."""
-        override = getattr(self, f"{kind}_train_plus")
-        out = dict(override if plus and override is not None else getattr(self, f"{kind}_train"))
-        if self.epochs is not None:
-            planned = out.get("epochs")
-            if planned is None and kind == "energy":
-                planned = ENERGY_TRAIN_DEFAULTS.get(self.task, {}).get("epochs")
-            out["epochs"] = self.epochs if planned is None else min(planned, self.epochs)
-        return out
-
-    @property
-    def plus_arch(self) -> str:
-        return PLUS_ARCH[self.task]
-
-    def lambdas_for(self, arch: str, plus: bool) -> Tuple[float, ...]:
-        """The lambda grid of the inference network ``arch`` on the BLSTM-CRF(+) energy."""
-        if plus and arch == self.plus_arch and self.table4_lambdas is not None:
-            return tuple(self.table4_lambdas)
-        return tuple(self.lambdas)
-
-    def single_lambda(self, arch: str, plus: bool) -> Optional[float]:
-        """The lambda of a one-value grid (networks trained at it directly), else None
-        (the dev-tuned lambda decides)."""
-        grid = self.lambdas_for(arch, plus)
-        return grid[0] if len(grid) == 1 else None
-
-    @property
-    def figure1_archs(self) -> Tuple[str, ...]:
-        return self.archs if self.sweep_archs is None else self.sweep_archs
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def make_plan(task: str, quick: bool = False) -> Plan:
-    """The study's settings for a task.
-
-    Full runs follow the paper's grids where two CPU cores allow it; on the two
-    larger tasks the lambda grid and the hidden-size sweep are reduced (the
-    reduced sets are stated in the results).
-    """
-    if quick:
-        # Minutes on two cores: seq2seq, the costliest network to train (a decoder
-        # step per position), is left out of Figure 1's sweep (it is in Table 1).
-        return Plan(task=task, quick=True, word_dim=32, energy_hidden=32,
-                    sweep_archs=("cnn", "blstm"),
-                    energy_train=dict(epochs=6, batch_size=10, lr=2e-3, patience=6),
-                    infnet_train=dict(epochs=5, batch_size=10, lr=2e-3, patience=5),
-                    hidden=32, hidden_sweep=(16, 32), lambdas=(1.0,), gd_lrs=(1.0, 10.0, 100.0),
-                    gd_iterations=(5, 10, 20, 50, 100), refine_iterations=(3, 5, 10),
-                    tailor_lrs=(1e-2,), warm_lrs=(1.0, 10.0), table5=task == "conll2003",
-                    lm_study=task == "twitter-pos", limit=300, lm_epochs=3)
-    if task == "twitter-pos":
-        return Plan(task=task, lm_study=True,
-                    infnet_train=dict(epochs=60, batch_size=10, lr=2e-3, patience=8))
-    # Two CPU cores: on the two large tasks (~14k and ~12.5k training sentences)
-    # lambda is tuned only for Table 4's network and Figure 1 has one hidden size. CoNLL-2003 trains its
-    # energies and networks to early stopping on dev (the epoch bounds are far).
-    if task == "conll2003":
-        return Plan(task=task, table5=True, lambdas=(1.0,), hidden_sweep=(100,), case_dim=10,
-                    table4_lambdas=(0.2, 0.5, 1.0, 2.0, 5.0),
-                    timing_sentences=500,
-                    energy_train=dict(epochs=80, patience=6),
-                    infnet_train=dict(epochs=40, batch_size=16, lr=1e-3, patience=3))
-    if task == "ewt-large":
-        # L = 401: gradient descent (an L x L product per position and step) runs
-        # a reduced grid. Both energies use H = 256 instead of the paper's 512 /
-        # 400: with this vocabulary (22k words) H = 400 would take 12 MB, more than
-        # a committed checkpoint may (COMMITTED_MAX_BYTES), and it halves the
-        # epoch time. Energies and networks train to early stopping on dev.
-        return Plan(task=task, lambdas=(1.0,), hidden_sweep=(100,), tailor_lrs=(1e-2,),
-                    table4_lambdas=(0.2, 0.5, 1.0, 2.0, 5.0),
-                    # Table 4's networks also at the energy's H: 401 labels from
-                    # a 100-unit BLSTM may be what holds them below Viterbi.
-                    table4_hidden=(256,),
-                    timing_sentences=500, energy_hidden=256, case_dim=10,
-                    warm_lrs=(1.0, 10.0, 100.0), gd_lrs=(1e3, 100.0, 10.0, 1.0),
-                    gd_iterations=(5, 10, 20, 30, 40, 50, 100),
-                    energy_train=dict(epochs=60, patience=4),
-                    # The bound is far: at 40, three of Table 4's networks were
-                    # still improving on dev at their last epoch.
-                    infnet_train=dict(epochs=100, batch_size=16, lr=1e-3, patience=3))
-    raise ValueError(f"reproduce: unknown task {task!r}")
 
 
 def _stopped(history: List[dict], cfg) -> dict:
@@ -210,52 +71,7 @@ def _subsample(task: TaskData, limit: Optional[int]) -> TaskData:
                    test=task.test[:limit])
 
 
-#: Where a results folder keeps compact checkpoints of its longest trainings
-#: (weights and vocabularies only; see :func:`keep_checkpoints`), committed so
-#: that the study resumes from them on any machine.
-COMMITTED = "checkpoints"
-
-#: The most a committed checkpoint may take.
-COMMITTED_MAX_BYTES = 10 * 2**20
-
-
-def keep_checkpoints(results: Path, runs: Path, names: Sequence[str]) -> List[Path]:
-    """Copies the checkpoints ``runs/<name>`` to ``results/checkpoints/<name>``
-    without their training state (the best weights, the config with the
-    vocabularies and the history), each under :data:`COMMITTED_MAX_BYTES`.
-
-    Raises:
-        FileNotFoundError: a checkpoint is missing.
-        FileExistsError: a kept checkpoint of that name is there already.
-        ValueError: one would take more than the limit.
-    """
-    out = []
-    for name in names:
-        src, dst = Path(runs) / name, Path(results) / COMMITTED / name
-        files = [src / "config.json", src / "weights.safetensors"]
-        missing = [f for f in files if not f.is_file()]
-        if missing:
-            raise FileNotFoundError(f"keep_checkpoints: {missing[0]} does not exist")
-        size = sum(f.stat().st_size for f in files)
-        if size > COMMITTED_MAX_BYTES:
-            raise ValueError(f"keep_checkpoints: {src} takes {size / 2**20:.1f} MB, more than "
-                             f"{COMMITTED_MAX_BYTES / 2**20:.0f} MB")
-        if os.path.lexists(dst):
-            raise FileExistsError(f"keep_checkpoints: {dst} exists")
-
-        def fill(tmp: Path, files=files) -> None:
-            for f in files:
-                write_bytes_atomic(tmp / f.name, f.read_bytes())
-
-        if not make_folder_atomic(dst, fill):
-            raise FileExistsError(f"keep_checkpoints: {dst} exists (kept by another process "
-                                  "meanwhile)")
-        load_checkpoint(dst)  # the copy loads (checksums included)
-        out.append(dst)
-    return out
-
-
-class Study:
+class Study(GradientDescentUnits):
     """Runs (or reuses) the units of the study for one task and renders the report."""
 
     def __init__(self, plan: Plan, results: Path, runs: Path, *, data_dir=None,
@@ -549,255 +365,15 @@ class Study:
                 name, net = other_name, other
         return loc, lam, name, net
 
-    # -------------------------------------------------------- gradient descent
-    def gd(self, plus: bool, split: str) -> gd_study.GDRuns:
-        """The gradient-descent grid on one split (cached in the runs folder)."""
-        key = (plus, split)
-        if key in self._gd:
-            return self._gd[key]
-        name = f"gd-{'crf+' if plus else 'crf'}-{split}"
-        path = self.runs / f"{name}.json.gz"
-        model, _ = self.energy(plus)
-        if path.is_file():
-            with gzip.open(path, "rt") as f:
-                runs = gd_study.GDRuns.from_dict(json.load(f))
-        else:
-            self._say(f"gradient descent grid {name}")
-            bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
-            runs = gd_study.run_gd_grid(model, self.p, split, lrs=self.plan.gd_lrs,
-                                        iterations=self.plan.gd_iterations, batch_size=bs,
-                                        device=self.device, progress=self.progress)
-            write_json_gz_atomic(path, runs.to_dict())
-        self._gd[key] = runs
-        return runs
-
-    def _gd_path(self, plus: bool, split: str, part: Optional[int] = None) -> Path:
-        name = f"gd-{'crf+' if plus else 'crf'}-{split}"
-        return self.runs / (f"{name}.json.gz" if part is None else f"{name}.lr{part}.json.gz")
-
-    def gd_part(self, plus: bool, split: str, i: int) -> None:
-        """The gradient-descent grid's runs at its i-th learning rate alone (a
-        part of :meth:`gd`, for several processes); :meth:`gd_merge` joins them."""
-        if self._gd_path(plus, split).is_file() or self._gd_path(plus, split, i).is_file():
-            return
-        model, _ = self.energy(plus)
-        bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
-        runs = gd_study.run_gd_grid(model, self.p, split, lrs=[self.plan.gd_lrs[i]],
-                                    iterations=self.plan.gd_iterations, batch_size=bs,
-                                    device=self.device, progress=self.progress)
-        write_json_gz_atomic(self._gd_path(plus, split, i), runs.to_dict())
-
-    def gd_merge(self, plus: bool, split: str) -> None:
-        """Joins the parts :meth:`gd_part` wrote into the grid :meth:`gd` reads."""
-        path = self._gd_path(plus, split)
-        if path.is_file():
-            return
-        parts = []
-        for i in range(len(self.plan.gd_lrs)):
-            with gzip.open(self._gd_path(plus, split, i), "rt") as f:
-                parts.append(gd_study.GDRuns.from_dict(json.load(f)))
-        write_json_gz_atomic(path, gd_study.GDRuns.merge(self.plan.gd_lrs, parts).to_dict())
-
-    def gd_summary(self, plus: bool) -> dict:
-        """Oracle-tuned and dev-tuned gradient descent on the test set."""
-        name = f"gd-{'crf+' if plus else 'crf'}"
-
-        def compute() -> dict:
-            dev, test = self.gd(plus, "dev"), self.gd(plus, "test")
-            key, dev_score = gd_study.dev_tuned(dev, self.p)
-            tuned = gd_study.fixed(test, self.p, "test", key)
-            feature = self._feature_seconds(plus)
-            out = {"lrs": list(test.lrs), "iterations": list(test.iterations),
-                   "dev_tuned": {"lr": test.lrs[key[0]], "iterations": key[1],
-                                 "dev_score": dev_score, "score": tuned.score,
-                                 "avg_energy": tuned.avg_energy,
-                                 "avg_relaxed_energy": tuned.avg_relaxed,
-                                 "seconds": feature + test.seconds[key[0]][key[1]],
-                                 "energies": tuned.energy.tolist()},
-                   "oracle": {}, "per_n": {}}
-            o = gd_study.oracle(test, self.p, "test")
-            out["oracle"] = {"score": o.score, "avg_energy": o.avg_energy,
-                             "avg_relaxed_energy": o.avg_relaxed,
-                             "energies": o.energy.tolist()}
-            for n in test.iterations:
-                on = gd_study.oracle(test, self.p, "test", n)
-                kn, dn = gd_study.dev_tuned(dev, self.p, n)
-                fn = gd_study.fixed(test, self.p, "test", kn)
-                out["per_n"][str(n)] = {
-                    "oracle_score": on.score, "oracle_energy": on.avg_energy,
-                    "oracle_relaxed_energy": on.avg_relaxed,
-                    "dev_tuned_lr": test.lrs[kn[0]], "dev_tuned_score": fn.score,
-                    "dev_tuned_energy": fn.avg_energy,
-                    "dev_tuned_seconds": feature + test.seconds[kn[0]][n]}
-            return out
-
-        return self.unit(name, compute)
-
-    @torch.no_grad()
-    def _feature_seconds(self, plus: bool) -> float:
-        """Test-set time of the energy's feature network alone (batch eval_batch)."""
-        model, _ = self.energy(plus)
-        seconds = 0.0
-        for batch in iterate(self.p.encoded["test"], self.plan.eval_batch, self.device):
-            start = time.perf_counter()
-            model.energy(batch)
-            seconds += time.perf_counter() - start
-        return seconds
-
-    # ------------------------------------------------------ Figure 2's timing
+    # ------------------------------------ Figure 2, instance tailoring, warm starts
     def figure2_timing(self, t6: dict, net_name: str) -> dict:
-        """Times every point of Figure 2 here and now, on the test set at batch
-        ``eval_batch``: each point is the median of ``plan.timing_repeats``
-        passes over identical batches (built once, before timing), the passes
-        run round-robin (:func:`structinf.experiments.timing.time_passes`). A
-        rerun of the study times them all again, so one figure never mixes two
-        runs. Every time is end to end from token ids to labels, the energy's
-        feature network included where the method needs the energy; a pass to
-        the largest N gives the time at each smaller N (from its start to that
-        step's labels). Returns {"points": {key: summary}, "repeats", "warmup",
-        "batch_size", "threads", "test_sentences"}.
-        """
-        self._say(f"timing Figure 2 ({self.plan.timing_repeats} repeats of every point)")
-        energy_model, _ = self.energy(True)
-        net = self._load(net_name)
-        timed = self.p.encoded["test"][: self.plan.timing_sentences]
-        batches = list(iterate(timed, self.plan.eval_batch, self.device))
+        """Times every point of Figure 2 (:func:`.refinement.figure2_timing`)."""
+        return refinement.figure2_timing(self, t6, net_name)
 
-        def features() -> Dict[str, float]:
-            start = time.perf_counter()
-            with torch.no_grad():
-                for b in batches:
-                    energy_model.energy(b)
-            return {"feature network": time.perf_counter() - start}
-
-        def viterbi() -> Dict[str, float]:
-            start = time.perf_counter()
-            with torch.no_grad():
-                for b in batches:
-                    decode.viterbi(energy_model.energy(b).detach())
-            return {"Viterbi": time.perf_counter() - start}
-
-        def infnet() -> Dict[str, float]:
-            start = time.perf_counter()
-            with torch.no_grad():
-                for b in batches:
-                    decode.relaxed_labels(net.logits(b), b.lengths)
-            return {"infnet+": time.perf_counter() - start}
-
-        def stepwise(kind: str, lr: float, ns: List[int]) -> Callable[[], Dict[str, float]]:
-            """One pass of gradient descent ("gd"), instance tailoring ("tailor") or
-            warm starts ("warm") to max(ns), timed at every N in ns."""
-            top = max(ns)
-
-            def run() -> Dict[str, float]:
-                seconds = {n: 0.0 for n in ns}
-                for b in batches:
-                    start = time.perf_counter()
-                    with torch.no_grad():
-                        e = energy_model.energy(b).detach()
-                    if kind == "tailor":
-                        clock: Dict[int, float] = {}
-                        traj = instance_tailored_trajectory(net, b, e, record_at=ns, lr=lr,
-                                                            clock=clock)
-                        decode.relaxed_labels(traj[top], b.lengths)
-                        at = clock
-                    else:
-                        if kind == "gd":
-                            res = decode.gradient_descent(e, iterations=top, lr=lr, seed=0,
-                                                          record_at=ns)
-                        else:
-                            res = decode.warm_start(net, b, e, iterations=top, lr=lr,
-                                                    record_at=ns)
-                        at = res.seconds_at
-                    total = time.perf_counter() - start
-                    for n in ns:
-                        seconds[n] += total - (at[top] - at[n])
-                return {f"{kind} {n}": t for n, t in seconds.items()}
-
-            return run
-
-        passes: Dict[str, Callable[[], Dict[str, float]]] = {
-            "feature network": features, "Viterbi": viterbi, "infnet+": infnet}
-        for kind, per_n, lr_key in (("gd", t6["gd"]["per_n"], "dev_tuned_lr"),
-                                    ("tailor", t6["tailor"]["per_n"], "lr"),
-                                    ("warm", t6["warm"]["per_n"], "lr")):
-            by_lr: Dict[float, List[int]] = {}
-            for n, r in per_n.items():
-                by_lr.setdefault(float(r[lr_key]), []).append(int(n))
-            for lr, ns in sorted(by_lr.items()):
-                passes[f"{kind} lr {lr:g}"] = stepwise(kind, lr, sorted(ns))
-        points = time_passes(passes, repeats=self.plan.timing_repeats, warmup=1)
-        return {"points": points, "repeats": self.plan.timing_repeats, "warmup": 1,
-                "batch_size": self.plan.eval_batch, "threads": torch.get_num_threads(),
-                "test_sentences": len(timed), "test_total": len(self.p.encoded["test"]),
-                "device": str(self.device)}
-
-    # ------------------------------------------ instance tailoring, warm starts
     def refine(self, kind: str, net_name: str, plus: bool) -> dict:
-        """Instance tailoring ("tailor") or warm-started gradient descent ("warm")
-        from a trained inference network: N in refine_iterations, lr tuned on dev
-        per N, evaluated on test."""
-        name = f"{kind}-{net_name}"
-        lrs = self.plan.tailor_lrs if kind == "tailor" else self.plan.warm_lrs
-        ns = list(self.plan.refine_iterations)
-
-        def run_split(split: str, lr: float) -> Dict[int, dict]:
-            net = self._load(net_name)
-            energy_model, _ = self.energy(plus)
-            bs = self.plan.eval_batch if split == "test" else self.plan.dev_batch
-            recs = {n: SentenceRecords(len(self.p.encoded[split]), ("energy", "relaxed"))
-                    for n in ns}
-            seconds = {n: 0.0 for n in ns}
-            batches = list(iterate(self.p.encoded[split], bs, self.device))
-            label = "instance tailoring" if kind == "tailor" else "warm starts"
-            for batch in tqdm(batches, desc=f"{label} ({split}, lr {lr:g})", leave=False,
-                              disable=not self.progress, dynamic_ncols=True):
-                start = time.perf_counter()
-                with torch.no_grad():
-                    e = energy_model.energy(batch).detach()
-                if kind == "tailor":
-                    clock: Dict[int, float] = {}
-                    traj = instance_tailored_trajectory(net, batch, e, record_at=ns, lr=lr,
-                                                        clock=clock)
-                    before = time.perf_counter() - start - clock[max(ns)]
-                    outs = {n: (traj[n], before + clock[n]) for n in ns}
-                else:
-                    res = decode.warm_start(net, batch, e, iterations=max(ns), lr=lr,
-                                            record_at=ns)
-                    base = time.perf_counter() - start - res.seconds_at[max(ns)]
-                    outs = {n: (res.labels_at[n], base + res.seconds_at[n]) for n in ns}
-                for n, (out, secs) in outs.items():
-                    seconds[n] += secs
-                    with torch.no_grad():
-                        if kind == "tailor":
-                            r = decode.network_result(out, batch.lengths, e)
-                            lab, de, re_ = r.labels, r.energy, r.relaxed_energy
-                        else:
-                            lab = out
-                            de = e.energy(lab)
-                            re_ = de  # the relaxed energy at N is not kept for warm starts
-                    recs[n].add(batch, lab, energy=de, relaxed=re_)
-            return {n: {"score": score_ids(self.p, split, recs[n].labels),
-                        "avg_energy": float(recs[n].values["energy"].mean()),
-                        "avg_relaxed_energy": float(recs[n].values["relaxed"].mean()),
-                        "seconds": seconds[n], "energies": recs[n].values["energy"].tolist()}
-                    for n in ns}
-
-        def compute() -> dict:
-            self._say(f"{'instance tailoring' if kind == 'tailor' else 'warm starts'} "
-                      f"from {net_name}")
-            dev = {lr: run_split("dev", lr) for lr in lrs}
-            out = {"net": net_name, "lrs": list(lrs), "per_n": {}}
-            tests: Dict[float, Dict[int, dict]] = {}  # one test run per lr gives every N
-            for n in ns:
-                lr = max(lrs, key=lambda x: (dev[x][n]["score"], -dev[x][n]["avg_energy"]))
-                if lr not in tests:
-                    tests[lr] = run_split("test", lr)
-                test = tests[lr][n]
-                out["per_n"][str(n)] = {"lr": lr, "dev_score": dev[lr][n]["score"], **test}
-            return out
-
-        return self.unit(name, compute)
+        """Instance tailoring ("tailor") or warm starts ("warm") from a trained
+        inference network (:func:`.refinement.refine`)."""
+        return refinement.refine(self, kind, net_name, plus)
 
     # ------------------------------------------------------- perplexity study
     def perplexity(self, infnet_name: str, infnet_info: dict) -> dict:
