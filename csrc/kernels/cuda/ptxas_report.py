@@ -83,7 +83,7 @@ def main():
         "`csrc/kernels/cuda/kernels_*.cu` (nvcc, `-Xptxas=-v,-warn-spills,-warn-lmem-usage`,",
         "warnings as errors). Static shared memory only: the dynamic shared memory",
         "of each launch depends on L (and T for the relaxed step) and is sized by",
-        "`launch.cuh`. Every kernel has at most 256 threads per block",
+        "`launch_<op>.cuh`. Every kernel has at most 256 threads per block",
         "(`__launch_bounds__`). Regenerate with",
         "`cmake --build <build dir> --target cuda_ptxas_report`.",
         "",
