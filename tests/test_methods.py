@@ -129,3 +129,25 @@ def test_bench_study_and_tag_take_their_methods_from_the_registry():
     assert tagging.METHODS == ("viterbi", "gd", "infnet")
     assert registry.get("tailored-10").is_slow(25) and not registry.get("gd").is_slow(25)
     assert registry.get("gd").is_slow(401) and not registry.get("viterbi").is_slow(401)
+
+
+@pytest.mark.parametrize("name", ["viterbi", "cnn", "blstm", "seq2seq", "infnet+"])
+def test_the_graph_form_gives_the_eager_labels(tiny, name):
+    """On the CPU the graph form runs the same padded computation eagerly: labels
+    equal the eager labeler's, batch by batch (padding in T and in rows)."""
+    method = registry.get(name)
+    models, settings = tiny.models_for(name), tiny.settings(name)
+    graphed = method.graph(models, settings, batch_size=4)
+    eager = method.labeler(models, settings)
+    for b in tiny.batches(3, limit=7):
+        assert torch.equal(graphed(b), eager(b))
+
+
+def test_the_graph_form_of_gradient_descent_starts_from_its_table(tiny, batch):
+    models, settings = tiny.models_for("gd"), tiny.settings("gd")
+    graphed = registry.get("gd").graph(models, settings, batch_size=8)
+    B, T = batch.words.shape
+    e = tiny.energy.energy(batch).detach()
+    init = graphed.decoder.init_table[:B, :T].to(e.emissions.dtype)
+    want = decode.gradient_descent(e, iterations=7, lr=2.0, init=init).labels
+    assert torch.equal(graphed(batch), want)

@@ -10,6 +10,11 @@ arithmetic over the plain-fp32 issue rate (a lead, not measured). Each call is
 timed whole, synchronised after it, so the op's one validation sync and the
 baselines' per-step launches are both inside the figure.
 
+Batch 10 (T in {30, 100}, every L): each op per call three ways, with the same
+inputs: eager with validation "sync" (the default: one host synchronisation a
+call), eager with validation "device" (none), and replayed from a captured CUDA
+graph; whether the replay gave the eager results bit for bit is recorded.
+
     python benchmarks/gpu/bench_ops.py --out OUTDIR [--budget-s 150] [--quick]
 
 Writes OUTDIR/bench.json and OUTDIR/bench.md. Without a CUDA device it
@@ -267,6 +272,88 @@ def bench_case(op_name, B, T, L, base, bw, steps=1):
     return out
 
 
+SMALL_OPS = ("viterbi", "relaxed_step_1", "crf_fwd_bwd", "relaxed_energy")
+
+
+def small_batch_case(op_name, T, L, B=10):
+    """One op at batch 10, per call: eager ("sync" and "device" validation) and a
+    CUDA graph replay, on one input set (it stays in L2 either way at this size)."""
+    import structinf.ops as sops
+
+    ops = torch.ops.structinf
+    d = make_inputs(B, T, L, torch.float32, 1, seed=7000 + T * 10 + L)[0]
+    g = torch.Generator(device="cuda").manual_seed(T + L)
+    d["z"] = torch.randn(B, T, L, device="cuda", generator=g)
+    d["v"] = torch.zeros_like(d["z"])
+    d["lr"] = torch.full((B,), 0.05, device="cuda")
+    state = ()  # tensors the op mutates: restored before comparing replay and eager
+
+    if op_name == "viterbi":
+        def run(d):
+            return ops.viterbi(*energy(d), 1, None)
+    elif op_name == "relaxed_step_1":
+        state = ("z", "v")
+
+        def run(d):
+            return (ops.relaxed_energy_step_(d["z"], d["v"], *energy(d), d["lr"], 0.9, 1),
+                    d["z"], d["v"])
+    elif op_name == "crf_fwd_bwd":
+        def run(d):
+            x = [d[k].detach().requires_grad_() for k in ("emissions", "transitions", "start",
+                                                          "end")]
+            log_z = ops.crf_forward_backward(*x, d["lengths"], None)[0]
+            return (log_z, *torch.autograd.grad(log_z.sum(), x))
+    elif op_name == "relaxed_energy":
+        def run(d):
+            x = [d[k].detach().requires_grad_() for k in ("z", "emissions", "transitions")]
+            e = ops.relaxed_energy(*x, d["start"], d["end"], d["lengths"], False)
+            return (e, *torch.autograd.grad(e.sum(), x))
+    else:
+        raise ValueError(f"small_batch_case: argument 'op_name' must be one of {SMALL_OPS}, "
+                         f"got {op_name!r}")
+
+    out = {"op": op_name, "B": B, "T": T, "L": L, "dtype": "float32"}
+    with sops.validation("sync"):
+        out["eager_sync"] = time_cuda(run, [d])
+    with sops.validation("device"):
+        out["eager_device"] = time_cuda(run, [d])
+    sops.check()
+    # Warm-up on a side stream, then the capture (the ops validate on the device
+    # inside it by themselves); every tensor the graph reads or writes is in d.
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            run(d)
+    torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        static_out = run(d)
+    out["graph"] = time_cuda(lambda _: graph.replay(), [None])
+    saved = {k: d[k].clone() for k in state}
+    graph.replay()
+    replayed = [t.clone() for t in static_out]
+    for k in state:
+        d[k].copy_(saved[k])
+    eager = run(d)
+    out["replay_equals_eager"] = all(torch.equal(a, b) for a, b in zip(replayed, eager))
+    sops.check()
+    return out
+
+
+def render_small_md(cases):
+    lines = ["## Batch 10: eager (validation sync / device) and CUDA graph replay", "",
+             "Per call, median, microseconds. sync: one host synchronisation per call; device: "
+             "none; graph: one replay of the captured op.", "",
+             "| op | T | L | eager sync | eager device | graph | sync / graph | "
+             "replay = eager |", "|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        us = [c[k]["median_ms"] * 1e3 for k in ("eager_sync", "eager_device", "graph")]
+        lines.append(f"| {c['op']} | {c['T']} | {c['L']} | {us[0]:.1f} | {us[1]:.1f} | "
+                     f"{us[2]:.1f} | {us[0] / us[2]:.1f}x | {c['replay_equals_eager']} |")
+    return lines + [""]
+
+
 def render_md(result):
     lines = [f"# structinf GPU kernels: {result['device']}", "",
              f"torch {result['torch']}, CUDA {result['cuda']}, copy bandwidth "
@@ -306,6 +393,8 @@ def render_md(result):
     if paper:
         lines += ["## Against the paper's Table 3 (batch 10, T = 30)", "",
                   "| op | task | paper ex/s | ours ex/s | ratio |", "|---|---|---|---|---|", *paper, ""]
+    if result.get("small_batch"):
+        lines += render_small_md(result["small_batch"])
     if result["skipped"]:
         lines += ["## Not run", ""] + [f"- {s}" for s in result["skipped"]] + [""]
     return "\n".join(lines)
@@ -350,6 +439,27 @@ def main(argv=None):
     plan = [("viterbi", None), ("crf_fwd_bwd", None), ("relaxed_step_1", 1), ("relaxed_step_50", 50),
             ("relaxed_energy", None)]
     result["ops"] = [p[0] for p in plan]
+    result["small_batch"] = []
+    for T in Ts:
+        for L in Ls:
+            for op in SMALL_OPS:
+                name = f"{op} B=10 T={T} L={L} (eager / graph)"
+                if time.perf_counter() - t_start > args.budget_s:
+                    result["skipped"].append(f"{name}: time budget ({args.budget_s:.0f} s) spent")
+                    continue
+                try:
+                    case = small_batch_case(op, T, L)
+                    result["small_batch"].append(case)
+                    print(f"{name}: " + ", ".join(
+                        f"{k} {case[k]['median_ms'] * 1e3:.1f} us"
+                        for k in ("eager_sync", "eager_device", "graph"))
+                        + f", replay = eager: {case['replay_equals_eager']}", flush=True)
+                except Exception as exc:  # record and go on, as below
+                    torch.cuda.empty_cache()
+                    result["skipped"].append(f"{name}: {type(exc).__name__}: {str(exc)[:300]}")
+                    print(f"{name}: FAILED {type(exc).__name__}: {exc}", flush=True)
+                result["seconds"] = time.perf_counter() - t_start
+                write_json(args.out, result)
     for B in Bs:
         for T in Ts:
             for L in Ls:

@@ -10,9 +10,18 @@ energy tuple) and returns the labels plus what it found.
 >>> net = decode.inference_network(infnet, batch, energy)
 >>> tailored = decode.instance_tailored(infnet, batch, energy, iterations=5, lr=0.01)
 >>> warm = decode.warm_start(infnet, batch, energy, iterations=5, lr=10.0)
+
+Batch decoding replayed from CUDA graphs over static shape buckets
+(:mod:`.graphs`), and decoders as modules for ``torch.export`` (:mod:`.export`):
+
+>>> labels, scores = decode.graphed_viterbi(model)(batch)
+>>> program = torch.export.export(decode.ViterbiDecoder(model), (words, chars, lengths))
 """
 
 from .exact import ViterbiResult, viterbi
+from .export import InferenceNetworkDecoder, ViterbiDecoder
+from .graphs import (GraphDecoder, graphed_gradient_descent, graphed_inference_network,
+                     graphed_viterbi)
 from .networks import (InferenceNetworkResult, inference_network, instance_tailored,
                        network_result, warm_start)
 from .relaxed import GradientDescentResult, gradient_descent, relaxed_labels
@@ -28,4 +37,10 @@ __all__ = [
     "warm_start",
     "relaxed_labels",
     "network_result",
+    "GraphDecoder",
+    "graphed_viterbi",
+    "graphed_gradient_descent",
+    "graphed_inference_network",
+    "ViterbiDecoder",
+    "InferenceNetworkDecoder",
 ]

@@ -7,18 +7,28 @@ representation fed to the BLSTM, and after the BLSTM. Without pretrained
 vectors (none ship here), word embeddings start random and are fine-tuned
 for every model (``freeze_words`` keeps loaded vectors fixed, as the paper's
 plain BLSTM-CRF did with GloVe).
+
+:class:`BLSTM` has two paths with the same results at every real position:
+packed sequences (the default in eager code: no work on padding, but
+``pack_padded_sequence`` reads the lengths on the host) and a capture-safe
+padded path (no host synchronisation, no data-dependent shapes), which CUDA
+graph capture, ``torch.compile`` and ``torch.export`` need. The padded path is
+taken inside :func:`capturable_blstms`, with ``capturable=True``, and on its
+own while a graph is being traced or captured.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, dataclass
-from typing import Optional
+from typing import Iterator, Optional
 
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-__all__ = ["EmbedderConfig", "TokenEmbedder", "BLSTM", "NUM_CASES", "word_cases"]
+__all__ = ["EmbedderConfig", "TokenEmbedder", "BLSTM", "NUM_CASES", "word_cases",
+           "capturable_blstms", "reverse_within_lengths"]
 
 #: Casing classes: 0 padding / unknown word, 1 lowercase, 2 Capitalised,
 #: 3 ALL CAPS, 4 anything else (digits, punctuation, mixed case).
@@ -131,17 +141,113 @@ class TokenEmbedder(nn.Module):
         return self.dropout(x)
 
 
-class BLSTM(nn.Module):
-    """Bidirectional LSTM over padded sequences: (B, T, D) -> (B, T, 2H), zero at padding."""
+# Set by capturable_blstms(): every BLSTM takes its padded path.
+_FORCE_CAPTURABLE = False
 
-    def __init__(self, input_dim: int, hidden: int, layers: int = 1, dropout: float = 0.0):
+
+@contextlib.contextmanager
+def capturable_blstms() -> Iterator[None]:
+    """Inside this block every :class:`BLSTM` runs its capture-safe padded path.
+
+    For code that calls a model whose BLSTM it cannot reach (the graph decoders
+    of :mod:`structinf.decode.graphs`). Process-wide; not for concurrent use
+    from several threads.
+    """
+    global _FORCE_CAPTURABLE
+    before = _FORCE_CAPTURABLE
+    _FORCE_CAPTURABLE = True
+    try:
+        yield
+    finally:
+        _FORCE_CAPTURABLE = before
+
+
+def _tracing_or_capturing(x: Tensor) -> bool:
+    """Whether ``x``'s computation is being traced (torch.compile, torch.export) or
+    captured into a CUDA graph: no host synchronisation is possible there."""
+    if torch.compiler.is_compiling():
+        return True
+    return x.is_cuda and torch.cuda.is_current_stream_capturing()
+
+
+def reverse_within_lengths(lengths: Tensor, T: int) -> Tensor:
+    """(B, T) int64 time index that reverses each row's first ``lengths[b]`` positions
+    and leaves its padding in place; applying it twice is the identity. Lengths
+    outside ``[0, T]`` are clamped to it, so that the index is always in range
+    (bad lengths are for the inference ops to report, not to read memory with)."""
+    t = torch.arange(T, device=lengths.device)
+    n = lengths.to(t.device).clamp(0, T)[:, None]
+    return torch.where(t < n, n - 1 - t, t)
+
+
+class BLSTM(nn.Module):
+    """Bidirectional LSTM over padded sequences: (B, T, D) -> (B, T, 2H), zero at padding.
+
+    ``forward(x, lengths, capturable=None)``: ``x`` (B, T, D) float, ``lengths``
+    (B,) int64 with ``1 <= lengths[b] <= T``. The two paths agree at every real
+    position up to floating-point rounding (the LSTM's products run over
+    different row counts):
+
+    - packed (``capturable=False``): ``pack_padded_sequence``; copies the lengths
+      to the host (a synchronisation on CUDA). The eager default: it does no work
+      on padding.
+    - padded (``capturable=True``): the forward direction runs on the padded
+      input as it is (padding only follows a sequence's real positions); the
+      backward direction runs forward over each sequence reversed within its own
+      length (a gather with an index computed on the device), and its output is
+      reversed back. Padding outputs are set to zero. No host synchronisation,
+      no data-dependent shape: capturable by CUDA graphs, traceable by
+      ``torch.export`` and by ``torch.compile(fullgraph=True)`` (whose dynamo
+      refuses any ``nn.LSTM`` unless ``torch._dynamo.config.allow_rnn`` is set).
+      It computes every padded position too; the packed path stays the eager
+      default for that reason and because the trained models' numbers came from it.
+
+    ``capturable=None`` (the default) takes the padded path when the module's
+    ``capturable`` attribute is set, inside :func:`capturable_blstms`, or while
+    tracing (``torch.compiler.is_compiling()``) or capturing a CUDA graph;
+    otherwise the packed one.
+    """
+
+    def __init__(self, input_dim: int, hidden: int, layers: int = 1, dropout: float = 0.0,
+                 capturable: bool = False):
         super().__init__()
         self.lstm = nn.LSTM(input_dim, hidden, num_layers=layers, batch_first=True,
                             bidirectional=True, dropout=dropout if layers > 1 else 0.0)
         self.output_dim = 2 * hidden
+        self.capturable = capturable
 
-    def forward(self, x: Tensor, lengths: Tensor) -> Tensor:
+    def forward(self, x: Tensor, lengths: Tensor, capturable: Optional[bool] = None) -> Tensor:
+        if capturable is None:
+            capturable = self.capturable or _FORCE_CAPTURABLE or _tracing_or_capturing(x)
+        if capturable:
+            return self._padded(x, lengths)
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
         return out
+
+    def _direction(self, x: Tensor, layer: int, suffix: str) -> Tensor:
+        """One layer, one direction of the module's LSTM, run forward in time: (B, T, H)."""
+        lstm = self.lstm
+        weights = [getattr(lstm, f"{name}_l{layer}{suffix}")
+                   for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+        h0 = x.new_zeros(1, x.shape[0], lstm.hidden_size)
+        out, _, _ = torch.lstm(x, (h0, h0), weights, True, 1, 0.0, self.training, False, True)
+        return out
+
+    def _padded(self, x: Tensor, lengths: Tensor) -> Tensor:
+        """The capture-safe path (see the class docstring)."""
+        B, T, _ = x.shape
+        lengths = lengths.to(x.device)
+        live = (torch.arange(T, device=x.device) < lengths[:, None])[..., None]
+        order = reverse_within_lengths(lengths, T)
+        lstm = self.lstm
+        for layer in range(lstm.num_layers):
+            if layer > 0 and lstm.dropout > 0:
+                x = nn.functional.dropout(x, lstm.dropout, self.training)
+            fwd = self._direction(x, layer, "")
+            rev = order[..., None].expand(B, T, x.shape[2])
+            bwd = self._direction(x.gather(1, rev), layer, "_reverse")
+            bwd = bwd.gather(1, order[..., None].expand(B, T, bwd.shape[2]))
+            x = torch.where(live, torch.cat([fwd, bwd], -1), 0.0)
+        return x
