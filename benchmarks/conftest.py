@@ -72,6 +72,11 @@ _STASH_T3_MODELS = pytest.StashKey[Dict[object, object]]()
 
 
 def pytest_addoption(parser):
+    parser.getgroup("structinf benchmarks").addoption(
+        "--device", action="append", default=None,
+        help="device to time Table 3 on (repeatable; default: cpu, and cuda where present "
+             "outside --quick); on CUDA each method with a graph form is also timed as "
+             "replayed CUDA graphs")
     group = parser.getgroup("structinf benchmarks")
     group.addoption("--quick", action="store_true", default=False,
                     help="only B=10, T=30, L in {17, 25} with few rounds (suite validation)")
@@ -119,15 +124,21 @@ def pytest_generate_tests(metafunc):
         quick = metafunc.config.getoption("--quick")
         tasks = TABLE3_TASKS[:1] if quick else TABLE3_TASKS
         batch_sizes = TABLE3_BATCH_SIZES[:1] if quick else TABLE3_BATCH_SIZES
-        devices = ["cpu"]
-        if not quick:
+        from structinf.decode import methods as registry
+
+        devices = metafunc.config.getoption("--device") or ["cpu"]
+        if not quick and not metafunc.config.getoption("--device"):
             import torch
 
             if torch.cuda.is_available():
                 devices.append("cuda")
-        cases = list(itertools.product(tasks, devices, batch_sizes, METHODS))
+        cases = [(t, d, b, m, path) for t, d, b, m in itertools.product(
+                     tasks, devices, batch_sizes, METHODS)
+                 for path in (("eager", "graph") if d.startswith("cuda")
+                              and registry.get(m).has_graph else ("eager",))]
         metafunc.parametrize("table3_case", cases,
-                             ids=[f"{t}-{d}-b{b}-{m}" for t, d, b, m in cases])
+                             ids=[f"{t}-{d}-b{b}-{m}" + ("-graph" if p == "graph" else "")
+                                  for t, d, b, m, p in cases])
 
 
 @pytest.fixture(scope="session")

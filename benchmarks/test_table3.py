@@ -59,7 +59,8 @@ def _time_once(fn, device: str) -> float:
 
 def test_table3(table3_case, table3_models, benchmark, pytestconfig, machine):
     """Examples/second of one method on one task's test set."""
-    task, device, batch_size, method = table3_case
+    task, device, batch_size, method, path = table3_case
+    graph = path == "graph"
     models = table3_models(task, device, method=method, batch_size=batch_size)
     quick = pytestconfig.getoption("--quick")
     L = len(models.prepared.labels.labels)
@@ -68,7 +69,8 @@ def test_table3(table3_case, table3_models, benchmark, pytestconfig, machine):
              else speed.prefix_limit(method, L, batch_size, quick))
     n = models.test_size if limit is None else min(limit, models.test_size)
     batches = models.batches(batch_size, None if n == models.test_size else n)
-    fn = models.method(method)
+    fn = (models.method(method, graph=True, **speed.graph_buckets(batches, batch_size)) if graph
+          else models.method(method))
 
     def one_pass():
         out = fn(batches)
@@ -89,8 +91,8 @@ def test_table3(table3_case, table3_models, benchmark, pytestconfig, machine):
         else:
             rounds, mode = max(1, int(cap / first)), "pedantic, slow call"
 
-    benchmark.group = f"table3-{task}-{device}-b{batch_size}"
-    info = speed.record(models, method, batch_size, n)
+    benchmark.group = f"table3-{task}-{device}-b{batch_size}" + ("-graph" if graph else "")
+    info = speed.record(models, method, batch_size, n, graph=graph)
     info.update(machine=machine, rounds=rounds, mode=mode, first_call_s=first)
     if info["prefix"]:
         info["note"] = (f"timed on the first {n} of {models.test_size} test sentences "
@@ -110,7 +112,7 @@ def test_table3(table3_case, table3_models, benchmark, pytestconfig, machine):
     if median:
         benchmark.extra_info["seconds"] = median
         benchmark.extra_info["examples_per_second"] = n / median
-    if method in speed.KERNEL_METHODS:
+    if method in speed.KERNEL_METHODS and not graph:
         kernel = models.kernel(method, batches)
         repeats = 1 if slow else KERNEL_REPEATS
         k = speed.time_method(kernel, n, repeats, warmup=0 if slow else 1, device=device)

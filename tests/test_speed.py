@@ -177,6 +177,27 @@ def test_bench_command_quick(tmp_path, capsys):
     assert data["models"]["twitter-pos"]["models"]["energy"]["trained"] is False
 
 
+def test_bench_command_times_the_graph_path_beside_the_eager_one(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    threads = torch.get_num_threads()
+    try:
+        rc = main(["bench", "--quick", "--task", "twitter-pos", "--json-out", str(out),
+                   "--results", str(tmp_path / "results"), "--runs", str(tmp_path / "runs"),
+                   "--limit", "25", "--threads", "1", "--graph", "--method", "viterbi",
+                   "--method", "cnn", "--method", "warm-3"])
+    finally:
+        torch.set_num_threads(threads)
+    assert rc == 0
+    records = json.loads(out.read_text())["results"]
+    paths = sorted((r["method"], r["path"]) for r in records)
+    # warm starts have no graph form: eager only
+    assert paths == [("cnn", "eager"), ("cnn", "graph"), ("viterbi", "eager"),
+                     ("viterbi", "graph"), ("warm-3", "eager")]
+    graphed = [r for r in records if r["path"] == "graph"]
+    assert all(r["examples_per_second"] > 0 and "kernel_seconds" not in r for r in graphed)
+    assert "| cpu padded |" in capsys.readouterr().out  # its own row of Table 3
+
+
 def test_bench_command_rejects_a_missing_device(capsys):
     if torch.cuda.is_available():
         pytest.skip("CUDA is available here")

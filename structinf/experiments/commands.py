@@ -85,6 +85,12 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
     p.add_argument("--method", action="append", choices=METHODS, default=None,
                    help="method to time (repeatable; default: all)")
+    p.add_argument("--graph", action=argparse.BooleanOptionalAction, default=None,
+                   help="also time each method that has a graph form (Viterbi, gradient "
+                        "descent, the inference networks) as replayed CUDA graphs over static "
+                        "shape buckets, beside the eager path (default: on with a CUDA "
+                        "--device; on a CPU the graph form runs the same padded computation "
+                        "eagerly)")
     p.add_argument("--quick", action="store_true",
                    help="one timed pass per method; the slow methods (instance tailoring, "
                         "gradient descent at L > 100) on the first 100 test sentences")

@@ -149,11 +149,19 @@ def _row_key(task: str, batch_size: int, device: str) -> Tuple[int, str, int, st
             str(device))
 
 
+def _device_label(r: dict) -> str:
+    """The device column: the device, and for the graph path "graphs" on CUDA
+    ("padded" on a CPU, where the graph form runs eagerly on padded buckets)."""
+    if r.get("path") != "graph":
+        return str(r["device"])
+    return str(r["device"]) + (" graphs" if str(r["device"]).startswith("cuda") else " padded")
+
+
 def _group(records: Sequence[dict]) -> Dict[Tuple[str, int, str], Dict[str, dict]]:
-    """{(task, batch size, device): {method: record}} in table order."""
+    """{(task, batch size, device and path): {method: record}} in table order."""
     rows: Dict[Tuple[str, int, str], Dict[str, dict]] = {}
     for r in records:
-        rows.setdefault((r["task"], int(r["batch_size"]), str(r["device"])), {})[r["method"]] = r
+        rows.setdefault((r["task"], int(r["batch_size"]), _device_label(r)), {})[r["method"]] = r
     return dict(sorted(rows.items(), key=lambda kv: _row_key(*kv[0])))
 
 
@@ -262,11 +270,24 @@ def prefix_limit(method: str, num_labels: int, batch_size: int, quick: bool = Fa
 
 
 
-def record(models: SpeedModels, method: str, batch_size: int, examples: int) -> dict:
-    """The JSON-able description of a timing (everything but the times)."""
+def graph_buckets(batches: Sequence, batch_size: int) -> dict:
+    """The static shape buckets of a graph path over ``batches``: rows
+    ``batch_size``, lengths in steps of 16 up to the longest batch's."""
+    from ..decode.graphs import default_time_buckets
+
+    longest = max((int(b.words.shape[1]) for b in batches), default=1)
+    return {"batch_size": batch_size,
+            "time_buckets": default_time_buckets(max_time=16 * -(-longest // 16))}
+
+
+def record(models: SpeedModels, method: str, batch_size: int, examples: int, *,
+           graph: bool = False) -> dict:
+    """The JSON-able description of a timing (everything but the times). ``path``:
+    "eager", or "graph" (replayed CUDA graphs over static shape buckets)."""
     n_test = models.test_size
     return {"suite": "table3", "task": models.task, "paper_task": paper.PAPER_TASK[models.task],
             "method": method, "device": str(models.device), "batch_size": batch_size,
+            "path": "graph" if graph else "eager",
             "num_labels": len(models.prepared.labels.labels), "test_size": n_test,
             "examples": examples, "prefix": examples < n_test,
             "paper_examples_per_second": paper_examples_per_second(models.task, method),
@@ -274,24 +295,29 @@ def record(models: SpeedModels, method: str, batch_size: int, examples: int) -> 
 
 
 def measure(models: SpeedModels, method: str, batch_size: int, *, repeats: int,
-            limit: Optional[int] = None, kernel_repeats: Optional[int] = None) -> dict:
+            limit: Optional[int] = None, kernel_repeats: Optional[int] = None,
+            graph: bool = False) -> dict:
     """Times one method on the test set (or its first ``limit`` sentences); for
     viterbi and gd also the kernel alone. Slow methods (:func:`is_slow`) are
-    warmed up on their first batch only, the others by one whole pass.
-    Returns a JSON-able record (see :func:`record`)."""
+    warmed up on their first batch only, the others by one whole pass (which
+    also captures a graph path's graphs). With ``graph``, the method runs as
+    replayed CUDA graphs over static shape buckets (:func:`graph_buckets`; on a
+    CPU the same padded computation, eagerly). Returns a JSON-able record (see
+    :func:`record`)."""
     n_test = models.test_size
     n = n_test if limit is None else min(limit, n_test)
     batches = models.batches(batch_size, None if n == n_test else n)
-    fn = models.method(method)
+    fn = (models.method(method, graph=True, **graph_buckets(batches, batch_size)) if graph
+          else models.method(method))
     slow = is_slow(method, len(models.prepared.labels.labels))
     if slow:
         fn(batches[:1])
     t = time_method(lambda: fn(batches), n, repeats, warmup=0 if slow else 1,
                     device=models.device)
-    rec = record(models, method, batch_size, n)
+    rec = record(models, method, batch_size, n, graph=graph)
     rec.update(seconds=t["seconds"], times=t["times"],
                examples_per_second=t["examples_per_second"])
-    if registry.get(method).has_kernel:
+    if registry.get(method).has_kernel and not graph:
         k = time_method(models.kernel(method, batches), n, kernel_repeats or repeats,
                         warmup=0 if slow else 1, device=models.device)
         rec["kernel_seconds"] = k["seconds"]
@@ -314,6 +340,10 @@ def run(args) -> int:
         raise ValueError(f"--repeats must be >= 1, got {repeats}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {args.device}: CUDA is not available on this machine")
+    graph = getattr(args, "graph", None)
+    if graph is None:  # on a GPU, both paths side by side
+        graph = args.device.startswith("cuda")
+    paths = [False] + ([True] if graph else [])
     records: List[dict] = []
     summaries: Dict[str, dict] = {}
     skipped: List[dict] = []
@@ -346,14 +376,18 @@ def run(args) -> int:
                 limit = None if args.no_prefix else prefix_limit(method, L, bs, args.quick)
                 if args.limit is not None:
                     limit = min(limit or args.limit, args.limit)
-                rec = measure(models, method, bs, repeats=1 if is_slow(method, L) else repeats,
-                              limit=limit)
-                records.append(rec)
-                extra = (f", kernel {rec['kernel_seconds']:.3g} s" if "kernel_seconds" in rec
-                         else "")
-                print(f"  batch {bs:>4} {method:<12} {rec['examples_per_second']:>10,.1f} ex/s "
-                      f"({rec['examples']} sentences, {rec['seconds']:.3g} s{extra})",
-                      flush=True)
+                for as_graph in paths:
+                    if as_graph and not registry.get(method).has_graph:
+                        continue
+                    rec = measure(models, method, bs, limit=limit, graph=as_graph,
+                                  repeats=1 if is_slow(method, L) else repeats)
+                    records.append(rec)
+                    extra = (f", kernel {rec['kernel_seconds']:.3g} s"
+                             if "kernel_seconds" in rec else "")
+                    name = method + (" (graphs)" if as_graph else "")
+                    print(f"  batch {bs:>4} {name:<17} {rec['examples_per_second']:>10,.1f} "
+                          f"ex/s ({rec['examples']} sentences, {rec['seconds']:.3g} s{extra})",
+                          flush=True)
     if not records:
         print("structinf bench: nothing was timed (no task has its data)", file=sys.stderr)
         return 1
