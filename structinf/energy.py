@@ -1,8 +1,32 @@
-"""The linear-chain energy tuple every inference method works on."""
+"""Energies: the protocol every inference method works on, and the linear chain.
+
+An *energy* is the model's scoring function for one batch, computed once (the
+feature network has already run); inference methods only ask it questions.
+:class:`Energy` is what they may ask:
+
+- ``shape`` (B, T, L), ``lengths`` (B,) int64, ``mask`` (B, T), ``dtype``, ``device``;
+- ``energy(y)``: (B,) energies of labels ``y`` (B, T) int64 or of a relaxed
+  labeling ``y`` (B, T, L) float (one distribution per position); the two agree
+  on one-hot inputs; the relaxed one is differentiable in ``y`` and in the
+  energy's parameters. Padding positions (``t >= lengths[b]``) never count.
+  ``score(y) = -energy(y)``;
+- ``detach()``: the same energy, cut from autograd in its parameters (inputs
+  keep their gradient); ``index_select(idx)``: the energy of some rows;
+- ``capabilities``: what only some energies offer, by name --
+  :data:`RELAXED` (``energy`` accepts relaxed labelings), :data:`EXACT_ARGMAX`
+  (``argmax(k=None) -> (labels (B, T) -1 at padding, scores (B,))``) and
+  :data:`PARTITION` (``log_partition() -> (B,)``). A method that needs one
+  calls :func:`require`, which refuses by name what the energy cannot do.
+
+:class:`LinearChainEnergy` has every capability and keeps its fused kernels;
+methods recognise it and take those. :class:`GenericEnergy` shows any energy
+through the protocol alone (its relaxed form, nothing else), which runs the
+generic paths on a linear chain -- to test them against the kernels.
+"""
 
 from __future__ import annotations
 
-from typing import NamedTuple, Optional
+from typing import FrozenSet, NamedTuple, Optional, Protocol, Tuple, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -10,7 +34,92 @@ from torch import Tensor
 from . import ops
 from .masks import length_mask
 
-__all__ = ["LinearChainEnergy", "score_labels"]
+__all__ = ["Energy", "LinearChainEnergy", "GenericEnergy", "RELAXED", "EXACT_ARGMAX",
+           "PARTITION", "capabilities_of", "describe", "require", "relaxed_energy_of_logits",
+           "score_labels"]
+
+#: ``energy(y)`` accepts relaxed labelings (B, T, L): gradient descent, inference networks.
+RELAXED = "relaxed"
+#: ``argmax(k=None)`` gives the exact lowest-energy labeling(s): Viterbi.
+EXACT_ARGMAX = "exact_argmax"
+#: ``log_partition()`` gives log Z: likelihood training, marginals.
+PARTITION = "partition"
+
+_MISSING = {
+    RELAXED: "has no relaxed form; use viterbi",
+    EXACT_ARGMAX: "has no exact argmax; use gradient_descent or an inference network",
+    PARTITION: "has no partition function (log Z); train it with a margin loss "
+               "(structinf.train.highorder)",
+}
+
+
+@runtime_checkable
+class Energy(Protocol):
+    """What an inference method may ask of an energy (see the module docstring).
+
+    Optional methods, present only with their capability: ``argmax(k=None)``
+    (:data:`EXACT_ARGMAX`) and ``log_partition()`` (:data:`PARTITION`).
+    """
+
+    lengths: Tensor
+
+    @property
+    def shape(self) -> Tuple[int, int, int]: ...
+
+    @property
+    def mask(self) -> Tensor: ...
+
+    @property
+    def dtype(self) -> torch.dtype: ...
+
+    @property
+    def device(self) -> torch.device: ...
+
+    @property
+    def capabilities(self) -> FrozenSet[str]: ...
+
+    def energy(self, y: Tensor) -> Tensor: ...
+
+    def score(self, y: Tensor) -> Tensor: ...
+
+    def detach(self) -> "Energy": ...
+
+    def index_select(self, idx: Tensor) -> "Energy": ...
+
+
+def capabilities_of(energy) -> FrozenSet[str]:
+    """The capabilities an energy declares (none for an object without the attribute)."""
+    return frozenset(getattr(energy, "capabilities", ()))
+
+
+def describe(energy) -> str:
+    """The energy's name in messages: its ``name`` if it has one, else its class."""
+    return str(getattr(energy, "name", None) or type(energy).__name__)
+
+
+def require(energy, capability: str, fn: str) -> None:
+    """Raises ValueError naming ``fn`` and the energy unless it has ``capability``."""
+    if capability not in _MISSING:
+        raise ValueError(f"require: argument 'capability' must be one of {sorted(_MISSING)}, "
+                         f"got {capability!r}")
+    if not isinstance(energy, Energy):
+        raise ValueError(f"{fn}: argument 'energy' must implement structinf.energy.Energy, "
+                         f"got {type(energy).__name__}")
+    if capability not in capabilities_of(energy):
+        raise ValueError(f"{fn}: the energy {describe(energy)} {_MISSING[capability]}")
+
+
+def relaxed_energy_of_logits(energy: "Energy", logits: Tensor) -> Tensor:
+    """``E(softmax(logits))`` (B,) of logits (B, T, L), differentiable in the logits
+    and the energy's parameters: the fused kernel for a :class:`LinearChainEnergy`,
+    else the energy of the softmax (zero at padding)."""
+    if isinstance(energy, LinearChainEnergy):
+        return ops.relaxed_energy(logits, energy.emissions, energy.transitions, energy.start,
+                                  energy.end, energy.lengths)
+    mask = length_mask(energy.lengths.to(logits.device), logits.shape[1])
+    p = torch.where(mask[..., None], logits.softmax(-1), torch.zeros((), dtype=logits.dtype,
+                                                                      device=logits.device))
+    return energy.energy(p)
 
 
 def score_labels(emissions: Tensor, transitions: Tensor, start: Tensor, end: Tensor,
@@ -72,6 +181,34 @@ class LinearChainEnergy(NamedTuple):
         """(B, T) bool: True at non-padding positions."""
         return length_mask(self.lengths, self.emissions.shape[1])
 
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.emissions.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.emissions.device
+
+    @property
+    def capabilities(self) -> FrozenSet[str]:
+        """Exact argmax and log Z always; a relaxed form unless transitions are masked
+        (the relaxed inference methods also refuse infinite scores, see
+        :func:`structinf.decode.relaxed.check_relaxable`)."""
+        if self.allowed is None:
+            return frozenset({RELAXED, EXACT_ARGMAX, PARTITION})
+        return frozenset({EXACT_ARGMAX, PARTITION})
+
+    def argmax(self, k: Optional[int] = None) -> Tuple[Tensor, Tensor]:
+        """Viterbi: ``(labels (B, T) -1 at padding, scores (B,))``, or the k best
+        ``((B, k, T), (B, k))``."""
+        return ops.viterbi(self.emissions, self.transitions, self.start, self.end,
+                           self.lengths, k=k, allowed=self.allowed)
+
+    def log_partition(self) -> Tensor:
+        """log Z: (B,), differentiable in the scores."""
+        return ops.crf_forward_backward(self.emissions, self.transitions, self.start, self.end,
+                                        self.lengths, allowed=self.allowed)
+
     def score(self, y: Tensor) -> Tensor:
         """Score of labels (B, T) int64 or of a relaxed labeling (B, T, L) float: (B,)."""
         if y.dtype in (torch.int64, torch.int32, torch.int16, torch.uint8):
@@ -99,3 +236,52 @@ class LinearChainEnergy(NamedTuple):
     def index_select(self, idx: Tensor) -> "LinearChainEnergy":
         """The energy of a subset of the batch."""
         return self._replace(emissions=self.emissions[idx], lengths=self.lengths[idx])
+
+
+class GenericEnergy:
+    """Any energy seen through the protocol alone: its relaxed form, no other capability.
+
+    Inference methods do not recognise it as a linear chain, so they take their
+    generic paths (autograd on ``energy(softmax(z))``): wrapping a
+    :class:`LinearChainEnergy` runs those paths on an energy whose kernels give
+    the answer to compare with.
+    """
+
+    def __init__(self, inner: Energy):
+        if not isinstance(inner, Energy):
+            raise ValueError(f"GenericEnergy: argument 'inner' must implement "
+                             f"structinf.energy.Energy, got {type(inner).__name__}")
+        self.inner = inner
+        self.lengths = inner.lengths
+
+    @property
+    def shape(self) -> Tuple[int, int, int]:
+        return tuple(self.inner.shape)
+
+    @property
+    def mask(self) -> Tensor:
+        return self.inner.mask
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.inner.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.inner.device
+
+    @property
+    def capabilities(self) -> FrozenSet[str]:
+        return capabilities_of(self.inner) & {RELAXED}
+
+    def energy(self, y: Tensor) -> Tensor:
+        return self.inner.energy(y)
+
+    def score(self, y: Tensor) -> Tensor:
+        return -self.energy(y)
+
+    def detach(self) -> "GenericEnergy":
+        return GenericEnergy(self.inner.detach())
+
+    def index_select(self, idx: Tensor) -> "GenericEnergy":
+        return GenericEnergy(self.inner.index_select(idx))

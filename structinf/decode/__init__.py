@@ -1,8 +1,13 @@
 """Inference methods, one call each: the front door of structinf.
 
-Every function takes a :class:`structinf.energy.LinearChainEnergy` (the
-feature network has already run once; every method then works on the
-energy tuple) and returns the labels plus what it found.
+Every function takes an energy (:class:`structinf.energy.Energy`: the
+feature network has already run once; every method then works on it) and
+returns the labels plus what it found. A linear chain
+(:class:`structinf.energy.LinearChainEnergy`) runs the compiled kernels; any
+other energy with a relaxed form (the high-order energies of
+:mod:`structinf.models.highorder`) runs the same methods through autograd, and a
+method the energy cannot support (Viterbi without an exact argmax) is refused
+by name.
 
 >>> import structinf.decode as decode
 >>> best = decode.viterbi(energy)

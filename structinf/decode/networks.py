@@ -5,6 +5,11 @@ tailoring (4.2.1) and gradient descent warm-started from them (4.2.2).
   fine-tuned by SGD with momentum on that example's energy, batched with
   ``torch.func`` (one parameter copy per example, no Python loop over sentences).
 - :func:`warm_start_logits`: the logits that initialise gradient descent.
+
+Every method takes any :class:`structinf.energy.Energy` with a relaxed form: a
+:class:`~structinf.energy.LinearChainEnergy` runs the ``relaxed_energy``
+kernel, any other energy its own ``energy`` of the softmax; an energy without
+a relaxed form is refused by name.
 """
 
 from __future__ import annotations
@@ -16,9 +21,9 @@ import torch
 from torch import Tensor
 from torch.func import vmap
 
-from .. import ops
 from ..data import Batch
-from ..energy import LinearChainEnergy
+from ..energy import (RELAXED, Energy, LinearChainEnergy, capabilities_of,
+                      relaxed_energy_of_logits)
 from ..masks import length_mask
 from ..models.infnet import InferenceNetwork
 from .relaxed import GradientDescentResult, check_relaxable, gradient_descent, relaxed_labels
@@ -41,27 +46,31 @@ class InferenceNetworkResult(NamedTuple):
 
 
 def network_result(logits: Tensor, lengths: Tensor,
-                   energy: Optional[LinearChainEnergy]) -> InferenceNetworkResult:
+                   energy: Optional[Energy]) -> InferenceNetworkResult:
     """What a network's logits (B, T, L) decode to: argmax labels, the relaxed output
-    (zero at padding) and, given the energy, both of their energies."""
+    (zero at padding) and, given the energy, both of their energies (the relaxed
+    one None for an energy without a relaxed form)."""
     mask = length_mask(lengths, logits.shape[1])
     relaxed = torch.where(mask[..., None], logits.softmax(-1), torch.zeros_like(logits))
     labels = relaxed_labels(logits, lengths)
     if energy is None:
         return InferenceNetworkResult(labels, relaxed, logits, None, None)
+    relaxed_energy = None
+    if isinstance(energy, LinearChainEnergy) or RELAXED in capabilities_of(energy):
+        relaxed_energy = energy.energy(relaxed)
     return InferenceNetworkResult(labels, relaxed, logits, energy.energy(labels),
-                                  energy.energy(relaxed))
+                                  relaxed_energy)
 
 
 @torch.no_grad()
-def inference_network(infnet, batch, energy: Optional[LinearChainEnergy] = None
+def inference_network(infnet, batch, energy: Optional[Energy] = None
                       ) -> InferenceNetworkResult:
     """An inference network's output for a batch (paper section 4): argmax labels,
     the relaxed output, and (given the energy) both of their energies."""
     return network_result(warm_start_logits(infnet, batch), batch.lengths, energy)
 
 
-def instance_tailored(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
+def instance_tailored(infnet, batch, energy: Energy, *, iterations: int,
                       lr: float, momentum: float = 0.9,
                       chunk_size: Optional[int] = None) -> InferenceNetworkResult:
     """Instance-tailored inference network (paper 4.2.1): a fresh copy of ``infnet``
@@ -73,10 +82,11 @@ def instance_tailored(infnet, batch, energy: LinearChainEnergy, *, iterations: i
         return network_result(logits, batch.lengths, energy)
 
 
-def warm_start(infnet, batch, energy: LinearChainEnergy, *, iterations: int,
+def warm_start(infnet, batch, energy: Energy, *, iterations: int,
                lr: Union[float, Tensor], momentum: float = 0.9,
                record_at: Iterable[int] = ()) -> GradientDescentResult:
     """Gradient descent started from an inference network's logits (paper 4.2.2)."""
+    check_relaxable(energy, "warm_start")
     return gradient_descent(energy, iterations=iterations, lr=lr, momentum=momentum,
                             init=warm_start_logits(infnet, batch), record_at=record_at)
 
@@ -98,7 +108,7 @@ def _local_word_tables(words: Tensor) -> Tuple[Tensor, Tensor]:
     return uniq, local
 
 
-def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: LinearChainEnergy,
+def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Energy,
                              *, iterations: int, lr: float, momentum: float = 0.9,
                              chunk_size: Optional[int] = None) -> Tensor:
     """Instance-tailored inference network (paper 4.2.1): tailored logits (B, T, L).
@@ -114,7 +124,7 @@ def instance_tailored_logits(model: InferenceNetwork, batch: Batch, energy: Line
 
 
 def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
-                                 energy: LinearChainEnergy, *, record_at: Sequence[int],
+                                 energy: Energy, *, record_at: Sequence[int],
                                  lr: float, momentum: float = 0.9,
                                  chunk_size: Optional[int] = None,
                                  clock: Optional[Dict[int, float]] = None) -> Dict[int, Tensor]:
@@ -126,7 +136,9 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
     that example alone (energy only, no cross-entropy); the result is the copy's
     logits. The copies are stacked along a leading dimension and updated together:
     their forward is ``vmap`` of :meth:`InferenceNetwork.functional_logits` (eval
-    mode: no dropout), their energy the ``relaxed_energy`` kernel on the chunk. ``model`` itself is never modified; parameters with
+    mode: no dropout), their energy the ``relaxed_energy`` kernel on the chunk (for a
+    linear chain; any other energy: its ``energy`` of the softmax on the chunk's
+    rows). ``model`` itself is never modified; parameters with
     ``requires_grad=False`` (e.g. frozen word vectors) are shared, not tuned.
 
     Memory: every tuned parameter is held three times per example in a chunk
@@ -141,7 +153,8 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
     Args:
         model: the trained inference network.
         batch: words (B, T), chars (B, T, C) or None, lengths (B,).
-        energy: the batch's energy (emissions (B, T, L)); no ``allowed`` mask.
+        energy: the batch's energy, shape (B, T, L), with a relaxed form (a linear
+            chain: no ``allowed`` mask).
         record_at: step counts N >= 0 after which to record the logits
             (N = 0 is the network's own logits); the copies run to the largest.
         lr: step size > 0. momentum: in [0, 1).
@@ -169,12 +182,13 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
                          f"None, got {chunk_size}")
     B, T = batch.words.shape
     L = model.num_labels
-    if tuple(energy.emissions.shape) != (B, T, L):
-        raise ValueError(f"instance_tailored_logits: argument 'energy' has emissions of shape "
-                         f"{tuple(energy.emissions.shape)}, expected {(B, T, L)} for this batch")
     check_relaxable(energy, "instance_tailored_logits")
+    if tuple(energy.shape) != (B, T, L):
+        raise ValueError(f"instance_tailored_logits: argument 'energy' has shape "
+                         f"{tuple(energy.shape)}, expected {(B, T, L)} for this batch")
     if B == 0:
-        return {n: energy.emissions.new_zeros((0, T, L)) for n in record}
+        return {n: torch.zeros((0, T, L), dtype=energy.dtype, device=energy.device)
+                for n in record}
 
     word_key = "embedder.words.weight"
     params = {k: v.detach() for k, v in model.named_parameters()}
@@ -183,8 +197,7 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
     local_words = word_key in tuned_names
     if local_words:
         uniq, local_ids = _local_word_tables(batch.words)
-    em = energy.emissions.detach()
-    tr, st, en = (t.detach() for t in energy[1:4])
+    frozen = energy.detach()
     has_chars = batch.chars is not None
 
     def logits_one(tuned: Dict[str, Tensor], words: Tensor, chars: Optional[Tensor],
@@ -199,14 +212,14 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
     padded_rows = ["embedder.chars.weight"] + ([] if local_words else [word_key])
     final_logits = vmap(logits_one, in_dims=(0, 0, chars_dim, 0))
 
-    def step_grad(tuned, words, chars, lengths, emissions):
+    def step_grad(tuned, words, chars, lengths, chunk_energy):
         # The copies' forward is vmapped; the energy is the relaxed-energy kernel
-        # on the whole chunk at once. Each copy's parameters reach only its own
-        # row of logits, so the gradient of the summed energies w.r.t. the
-        # stacked copies is every copy's own gradient.
+        # (or the energy's own relaxed form) on the whole chunk at once. Each
+        # copy's parameters reach only its own row of logits, so the gradient of
+        # the summed energies w.r.t. the stacked copies is every copy's own gradient.
         leaves = {k: v.detach().requires_grad_() for k, v in tuned.items()}
         logits = final_logits(leaves, words, chars, lengths)
-        e = ops.relaxed_energy(logits, emissions, tr, st, en, lengths)
+        e = relaxed_energy_of_logits(chunk_energy, logits)
         names = list(leaves)
         grads = dict(zip(names, torch.autograd.grad(e.sum(), [leaves[k] for k in names])))
         # Backward through a vmapped embedding applies padding_idx to the first
@@ -231,6 +244,7 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
             words = local_ids[s:e] if local_words else batch.words[s:e]
             chars = batch.chars[s:e] if has_chars else None
             lengths = batch.lengths[s:e]
+            chunk_energy = _rows(frozen, s, e, B)
             velocity = {k: torch.zeros_like(v) for k, v in tuned.items()}
             for step in range(iterations + 1):
                 if step in outs:
@@ -242,11 +256,22 @@ def instance_tailored_trajectory(model: InferenceNetwork, batch: Batch,
                 if step == iterations:
                     break
                 with torch.enable_grad():
-                    g = step_grad(tuned, words, chars, lengths, em[s:e])
+                    g = step_grad(tuned, words, chars, lengths, chunk_energy)
                 for k in tuned_names:
                     velocity[k].mul_(momentum).add_(g[k])
                     tuned[k].sub_(lr * velocity[k])
     return {n: torch.cat(v, 0) for n, v in outs.items()}
+
+
+def _rows(energy: Energy, start: int, stop: int, B: int) -> Energy:
+    """The energy of rows ``start:stop`` (the energy itself when that is all of them)."""
+    if start == 0 and stop == B:
+        return energy
+    if isinstance(energy, LinearChainEnergy):
+        # The linear chain's own rows, on the kernel path as before.
+        return energy._replace(emissions=energy.emissions[start:stop],
+                               lengths=energy.lengths[start:stop])
+    return energy.index_select(torch.arange(start, stop, device=energy.lengths.device))
 
 
 @torch.no_grad()
