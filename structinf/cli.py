@@ -6,6 +6,7 @@
     structinf tag ...              label text with a trained model (structinf.tagging)
     structinf reproduce ...        the whole study for a task (tables and figures)
     structinf bench ...            the speed benchmark (paper Table 3)
+    structinf high-order ...       a high-order energy vs the linear chain
 
 Every subcommand has ``--help``.
 
@@ -174,6 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_bench_arguments(sub.add_parser(
         "bench", help="the speed benchmark (paper Table 3)",
         description=commands.BENCH_DESCRIPTION))
+    commands.add_high_order_arguments(sub.add_parser(
+        "high-order", help="a high-order energy and its inference network vs the linear chain",
+        description=commands.HIGH_ORDER_DESCRIPTION))
     return parser
 
 

@@ -112,3 +112,55 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=_run("speed"))
+
+
+#: The test-time network of each task in ``structinf high-order`` (fast at test
+#: time: the point of the method).
+HIGH_ORDER_ARCH = {"twitter-pos": "cnn", "conll2003": "blstm", "ewt-large": "blstm"}
+
+#: Its label-sequence terms: skip-chain distances and rank, tag-LM size, label-CNN width.
+HIGH_ORDER_TERMS = dict(skip_orders=(2, 3, 4), skip_rank=8, tag_lm_hidden=50, cnn_width=0)
+
+HIGH_ORDER_DESCRIPTION = (
+    "A high-order energy (the study's BLSTM-CRF+ plus skip-chain terms and a tag language "
+    "model over the whole label sequence), trained jointly with its inference networks, "
+    "against the linear chain with Viterbi, gradient descent on the same energy and the "
+    "local baseline: test score, speed at batch 10, search error as energy gaps. Results in "
+    "results/<task>-high-order.")
+
+
+def add_high_order_arguments(p) -> None:
+    """The options of ``structinf high-order``."""
+    p.add_argument("--task", choices=TASKS, default="twitter-pos",
+                   help="the task (default: twitter-pos)")
+    p.add_argument("--quick", action="store_true",
+                   help="a tiny run on 200 Twitter POS sentences (a smoke test, minutes)")
+    p.add_argument("--skip-orders", type=lambda t: tuple(int(x) for x in t.split(",") if x),
+                   default=HIGH_ORDER_TERMS["skip_orders"],
+                   help="distances of the skip-chain terms, e.g. 2,3,4 (empty: none)")
+    p.add_argument("--skip-rank", type=int, default=HIGH_ORDER_TERMS["skip_rank"],
+                   help="rank of each skip-chain matrix (0: full L x L)")
+    p.add_argument("--tag-lm", type=int, default=HIGH_ORDER_TERMS["tag_lm_hidden"], metavar="H",
+                   help="LSTM size of the tag language model term (0: none)")
+    p.add_argument("--label-cnn", type=int, default=HIGH_ORDER_TERMS["cnn_width"], metavar="W",
+                   help="window of the label CNN term (odd; 0: none)")
+    p.add_argument("--arch", choices=("cnn", "blstm", "seq2seq"), default=None,
+                   help="the test-time inference network (default: cnn for twitter-pos, "
+                        "blstm otherwise)")
+    p.add_argument("--lam", type=float, default=1.0,
+                   help="weight of the test-time network's hinge (default: 1)")
+    p.add_argument("--ce-weight", type=float, default=1.0,
+                   help="weight of its token cross-entropy (default: 1)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="epochs of joint training (default: 20; 1 with --quick)")
+    p.add_argument("--results", type=Path, default=None,
+                   help="results folder (default: results/<task>-high-order)")
+    p.add_argument("--runs", type=Path, default=None,
+                   help="checkpoints folder (default: runs/<task>-high-order)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted joint training in --runs")
+    p.add_argument("--data-dir", default=None, help="folder with the task's data")
+    p.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run("high_order"))
