@@ -31,13 +31,15 @@ def test_the_quick_run_reports_every_method(quick):
         assert 0 <= r["test_score"] <= 1 and r["examples_per_second"] > 0
     assert s["local_baseline"] is None          # the study's full-data figure: not for a smoke test
     assert s["terms"]["skip_orders"] == [2, 3, 4] and s["epochs_run"] == 1
-    assert len(s["gd_grid"]) == 6 and s["gd_dev_tuned"] in s["gd_grid"]
+    assert len(s["gd_grid"]) == 9 and s["gd_dev_tuned"] in s["gd_grid"]
     pairs = {(r["a"], r["b"]) for r in s["search_error"]}
     assert ("high-order, inference network", "high-order, gradient descent") in pairs
     assert ("linear chain, Viterbi", "gold") in pairs
     text = (root / "r" / "README.md").read_text()
     assert "High-order energy on twitter-pos (quick" in text and "Search error" in text
     assert (root / "u" / "joint" / "config.json").is_file()
+    kept = json.loads((root / "u" / "gd-grid.json").read_text())   # kept for these weights
+    assert kept["grid"] == s["gd_grid"] and len(kept["weights_sha256"]) == 64
 
 
 def test_a_second_run_refuses_to_overwrite_and_resumes_when_asked(quick, capsys):

@@ -114,9 +114,9 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.set_defaults(func=_run("speed"))
 
 
-#: The test-time network of each task in ``structinf high-order`` (fast at test
-#: time: the point of the method).
-HIGH_ORDER_ARCH = {"twitter-pos": "cnn", "conll2003": "blstm", "ewt-large": "blstm"}
+#: The test-time network of each task in ``structinf high-order`` (on Twitter POS
+#: the BLSTM scored 87.4 and the CNN 86.8, with the same energy terms).
+HIGH_ORDER_ARCH = {"twitter-pos": "blstm", "conll2003": "blstm", "ewt-large": "blstm"}
 
 #: Its label-sequence terms: skip-chain distances and rank, tag-LM size, label-CNN width.
 HIGH_ORDER_TERMS = dict(skip_orders=(2, 3, 4), skip_rank=8, tag_lm_hidden=50, cnn_width=0)
@@ -145,8 +145,7 @@ def add_high_order_arguments(p) -> None:
     p.add_argument("--label-cnn", type=int, default=HIGH_ORDER_TERMS["cnn_width"], metavar="W",
                    help="window of the label CNN term (odd; 0: none)")
     p.add_argument("--arch", choices=("cnn", "blstm", "seq2seq"), default=None,
-                   help="the test-time inference network (default: cnn for twitter-pos, "
-                        "blstm otherwise)")
+                   help="the test-time inference network (default: blstm)")
     p.add_argument("--lam", type=float, default=1.0,
                    help="weight of the test-time network's hinge (default: 1)")
     p.add_argument("--ce-weight", type=float, default=1.0,
