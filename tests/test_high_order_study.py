@@ -26,7 +26,8 @@ def test_the_quick_run_reports_every_method(quick):
     root, _ = quick
     s = json.loads((root / "r" / "results.json").read_text())
     assert set(s["methods"]) == {"linear chain, Viterbi", "high-order, inference network",
-                                 "high-order, gradient descent"}
+                                 "high-order, gradient descent", "high-order, warm start"}
+    assert s["warm_dev_tuned"] in s["warm_grid"] and len(s["warm_grid"]) == 3
     for r in s["methods"].values():
         assert 0 <= r["test_score"] <= 1 and r["examples_per_second"] > 0
     assert s["local_baseline"] is None          # the study's full-data figure: not for a smoke test
